@@ -1,0 +1,146 @@
+"""Command line: run (default), weights make, bench. Only this layer picks the transport."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .config import known_models, load_chip, load_model, load_topology
+from .errors import UserError
+
+DEFAULT_MODEL = "tinyllama-42m"
+
+
+def _ids(s: str) -> list[int]:
+    try:
+        return [int(x) for x in s.split(",") if x.strip() != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--prompt-ids must be comma-separated integers, got {s!r}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m mcu_emul", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd")
+    r = sub.add_parser("run", help="run a model on N emulated chips (N = MPI world size or --chips)")
+    r.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
+    r.add_argument("--weights", help="HDF5 weights file (default: a cached file made on first use)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the default generated weights")
+    r.add_argument("--prompt-ids", type=_ids, default=[1], help="comma-separated token ids (default 1)")
+    r.add_argument("--gen-tokens", type=int, default=32, help="tokens to generate, decode (default 32)")
+    r.add_argument("--seq-len", type=int, default=128, help="sequence length, encoder (default 128)")
+    r.add_argument("--chips", type=int, help="in-process emulated chips when not under mpirun (default 1)")
+    r.add_argument("--placement", choices=("auto", "stationary", "stream"), default="auto")
+    r.add_argument("--allreduce", choices=("hierarchical", "ring", "flat"), default="hierarchical")
+    r.add_argument("--topology", default="siracusa-boards", help="data/topology NAME or a .toml path")
+    r.add_argument("--hw", default="siracusa", help="data/hw NAME or a .toml path")
+    r.add_argument("--payload", choices=("int32", "int8"), default="int32",
+                   help="partial sums travel as exact int32 (default) or requantized int8")
+    r.add_argument("--check-float", action="store_true", help="compare with the float reference")
+    r.add_argument("--json", help="write the report here (JSON)")
+    r.add_argument("--save-logits", help="write dequantized float32 outputs (.npy)")
+    r.add_argument("--quiet", action="store_true", help="no summary on stdout")
+    r.add_argument("--fail-rank", type=int, default=-1, help=argparse.SUPPRESS)
+    r.add_argument("--fail-at", default="", help=argparse.SUPPRESS)
+    w = sub.add_parser("weights", help="weights files")
+    wsub = w.add_subparsers(dest="wcmd")
+    mk = wsub.add_parser("make", help="generate deterministic float weights, quantize, write HDF5")
+    mk.add_argument("--model", required=True)
+    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--out", required=True)
+    mk.add_argument("--no-float", action="store_true", help="do not store the float reference weights")
+    b = sub.add_parser("bench", help="wall time per token: int8 path vs float32 reference")
+    b.add_argument("--model", default=DEFAULT_MODEL)
+    b.add_argument("--tokens", type=int, default=32)
+    sub.add_parser("models", help="list known models")
+    return ap
+
+
+def ensure_weights(model: str, seed: int, t=None) -> str:
+    """The cached default weights file, made on first use (by rank 0 under MPI)."""
+    from .weights import default_weights_path, make_weights
+    path = default_weights_path(model, seed)
+    if t is None or t.rank == 0:
+        if not path.is_file():
+            load_model(model)   # unknown model -> clear error before anything else
+            print(f"mcu_emul: making default weights for {model} (seed {seed}) at {path} (once)", file=sys.stderr)
+            make_weights(model, seed, path)
+    if t is not None:
+        t.barrier()
+    return str(path)
+
+
+def cmd_run(a, transport_factory):
+    from .chip import FAIL_PHASES, RunSpec, run_chip
+    from .transport import run_virtual
+    if a.fail_at and a.fail_at not in FAIL_PHASES:
+        raise UserError(f"--fail-at {a.fail_at!r}: phases are {', '.join(FAIL_PHASES)}")
+    load_model(a.model)
+    chip, topo = load_chip(a.hw), load_topology(a.topology)
+    t = transport_factory()
+    if t is not None and a.chips is not None and a.chips != t.size:
+        raise UserError(f"--chips {a.chips} differs from the MPI world size {t.size}; omit --chips under mpirun")
+    weights = a.weights or ensure_weights(a.model, a.seed, t)
+    spec = RunSpec(model=a.model, weights=weights, chip=chip, prompt_ids=a.prompt_ids, gen_tokens=a.gen_tokens,
+                   seq_len=a.seq_len, placement=a.placement, allreduce=a.allreduce,
+                   group_sizes=topo.group_sizes, payload=a.payload, fail_rank=a.fail_rank, fail_at=a.fail_at)
+    t0 = time.perf_counter()
+    if t is not None:
+        res = run_chip(spec, t)
+    else:
+        res = run_virtual(a.chips or 1, lambda tt: run_chip(spec, tt))[0]
+    wall = time.perf_counter() - t0
+    if res is None:
+        return 0
+    return finish_run(a, spec, res, wall)
+
+
+def finish_run(a, spec, res, wall) -> int:
+    from . import report
+    from .accuracy import check_float
+    acc = None
+    if a.check_float:
+        from .weights import WeightsFile
+        wf = WeightsFile(spec.weights)
+        acc = check_float(res["cfg"], wf.read_float(), res)
+        wf.close()
+    rep = report.build(res, spec, acc, wall)
+    if a.json:
+        report.write_json(a.json, rep)
+    if a.save_logits:
+        import numpy as np
+        report.save_npy(a.save_logits, (res["output"].astype(np.float64) * res["output_scale"]).astype(np.float32))
+    if not a.quiet:
+        print(report.summary(rep))
+    return 0
+
+
+def cmd_weights(a):
+    from .weights import make_weights
+    if a.wcmd != "make":
+        raise UserError("usage: python -m mcu_emul weights make --model NAME [--seed S] --out FILE")
+    load_model(a.model)
+    p = make_weights(a.model, a.seed, Path(a.out), keep_float=not a.no_float)
+    print(f"wrote {p} ({p.stat().st_size:,} B)")
+    return 0
+
+
+def main(argv=None, transport_factory=lambda: None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["run"] + argv
+    a = parser().parse_args(argv)
+    if a.cmd == "run":
+        return cmd_run(a, transport_factory)
+    if a.cmd == "weights":
+        return cmd_weights(a)
+    if a.cmd == "bench":
+        from .bench import bench
+        return bench(a.model, a.tokens)
+    if a.cmd == "models":
+        for m in known_models():
+            cfg = load_model(m)
+            print(f"{m:22s} {cfg.arch:10s} max chips {cfg.max_chips:3d}  {cfg.note}")
+        return 0
+    parser().print_help()
+    return 2

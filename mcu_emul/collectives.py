@@ -1,0 +1,133 @@
+"""All-reduce over a transport: hierarchical (default), ring and flat.
+
+Y = sum_r X_r (or max) on every rank, integers only, so the result is exact and identical on
+all ranks whatever the algorithm. Every algorithm returns early at one rank.
+
+- flat: every rank sends to rank 0, which reduces and sends the result back.
+  Messages sent: rank 0 N-1, others 1.
+- ring: reduce-scatter then all-gather over N chunks; each rank sends 2(N-1) messages.
+- hierarchical: levels of group sizes (innermost first, from the topology file). Reduce
+  within each group to its leader (first rank), recurse on the leaders with the next level,
+  broadcast back down. At the top, leaders exchange directly (each sends to every other).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+OPS = {"sum": np.add, "max": np.maximum}
+ALGORITHMS = ("hierarchical", "ring", "flat")
+
+
+def _exchange(buf, t, ranks, op):
+    """All-to-all exchange among `ranks`; each reduces in rank order."""
+    for r in ranks:
+        if r != t.rank:
+            t.send(buf, r)
+    acc = None
+    for r in ranks:
+        x = buf if r == t.rank else t.recv(r, buf.shape, buf.dtype)
+        acc = x.copy() if acc is None else op(acc, x)
+    return acc
+
+
+def flat(buf, t, op, ranks=None):
+    ranks = list(range(t.size)) if ranks is None else ranks
+    if len(ranks) == 1:
+        return buf.copy()
+    root = ranks[0]
+    if t.rank == root:
+        acc = buf.copy()
+        for r in ranks[1:]:
+            acc = op(acc, t.recv(r, buf.shape, buf.dtype))
+        for r in ranks[1:]:
+            t.send(acc, r)
+        return acc
+    t.send(buf, root)
+    return t.recv(root, buf.shape, buf.dtype)
+
+
+def ring(buf, t, op, ranks=None):
+    ranks = list(range(t.size)) if ranks is None else ranks
+    n = len(ranks)
+    if n == 1:
+        return buf.copy()
+    i = ranks.index(t.rank)
+    nxt, prv = ranks[(i + 1) % n], ranks[(i - 1) % n]
+    chunks = [c.copy() for c in np.array_split(buf.reshape(-1), n)]
+    for s in range(n - 1):                       # reduce-scatter: chunk (i-s) goes right
+        c_out, c_in = (i - s) % n, (i - s - 1) % n
+        t.send(chunks[c_out], nxt)
+        chunks[c_in] = op(chunks[c_in], t.recv(prv, chunks[c_in].shape, buf.dtype))
+    for s in range(n - 1):                       # all-gather: rank i now owns chunk (i+1)
+        c_out, c_in = (i + 1 - s) % n, (i - s) % n
+        t.send(chunks[c_out], nxt)
+        chunks[c_in] = t.recv(prv, chunks[c_in].shape, buf.dtype)
+    return np.concatenate(chunks).reshape(buf.shape)
+
+
+def hierarchical(buf, t, op, group_sizes=(4,), ranks=None):
+    ranks = list(range(t.size)) if ranks is None else ranks
+    if len(ranks) == 1:
+        return buf.copy()
+    if not group_sizes:
+        return _exchange(buf, t, ranks, op)
+    g = group_sizes[0]
+    groups = [ranks[j:j + g] for j in range(0, len(ranks), g)]
+    mine = next(grp for grp in groups if t.rank in grp)
+    leader = mine[0]
+    if t.rank != leader:                                           # 1. reduce to the group leader
+        t.send(buf, leader)
+        return t.recv(leader, buf.shape, buf.dtype)                # 3. result comes back down
+    acc = buf.copy()
+    for r in mine[1:]:
+        acc = op(acc, t.recv(r, buf.shape, buf.dtype))
+    acc = hierarchical(acc, t, op, group_sizes[1:], [grp[0] for grp in groups])   # 2. leaders
+    for r in mine[1:]:
+        t.send(acc, r)
+    return acc
+
+
+def messages_sent(algorithm: str, rank: int, size: int, group_sizes=(4,)) -> int:
+    """Closed form of the messages one rank sends in one all-reduce (for tests and costs)."""
+    if size == 1:
+        return 0
+    if algorithm == "flat":
+        return size - 1 if rank == 0 else 1
+    if algorithm == "ring":
+        return 2 * (size - 1)
+    ranks, n = list(range(size)), 0
+    for g in group_sizes:
+        if len(ranks) == 1 or rank not in ranks:
+            return n
+        groups = [ranks[j:j + g] for j in range(0, len(ranks), g)]
+        mine = next(grp for grp in groups if rank in grp)
+        n += 1 if rank != mine[0] else len(mine) - 1
+        ranks = [grp[0] for grp in groups]
+    if rank in ranks and len(ranks) > 1:
+        n += len(ranks) - 1
+    return n
+
+
+class Collectives:
+    """The all-reduces a chip's model calls: sum (partial sums) and max (argmax key)."""
+
+    def __init__(self, transport, algorithm: str = "hierarchical", group_sizes=(4,)):
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown all-reduce algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
+        self.t, self.algorithm, self.group_sizes = transport, algorithm, tuple(group_sizes)
+        self.calls = 0
+        self.payload_bytes = 0
+
+    def _run(self, buf, op):
+        self.calls += 1
+        self.payload_bytes += buf.nbytes
+        buf = np.ascontiguousarray(buf)
+        if self.algorithm == "hierarchical":
+            return hierarchical(buf, self.t, op, self.group_sizes)
+        return (ring if self.algorithm == "ring" else flat)(buf, self.t, op)
+
+    def sum(self, buf, label: str = ""):
+        return self._run(buf, np.add)
+
+    def max(self, buf, label: str = ""):
+        return self._run(buf, np.maximum)

@@ -1,0 +1,151 @@
+"""TinyLlama (llama2.c) decode on one chip's shard, in integer arithmetic.
+
+Chip c owns KV heads [h0, h1) (query heads rep*h0 .. rep*h1), FFN units [f0, f1) and vocab rows
+[v0, v1). Per block it produces int32 partial sums of W_o att and W_2 a; `sync.sum` adds them
+over chips (the block's two synchronizations). Int32 partial sums make any chip count
+bit-identical to one chip: requantization happens only after the sum.
+
+Numerics per token (scales from calibration, s_res one int16 scale for the residual stream):
+  x int16 (dim) -> RMSNorm -> int8 -> Q/K/V int32 -> requant int8 -> RoPE (Q14) -> int8 KV cache
+  -> scores int32 -> integer softmax -> uint16 Q15 probs -> P V -> requant int8 -> W_o partial
+  -> sum -> requant to s_res, saturating add; FFN: RMSNorm -> W1, W3 -> int8 -> SiLU LUT (int16)
+  * u -> int8 -> W2 partial -> sum -> add; final RMSNorm -> tied classifier -> int16 logits.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels as K
+from .config import LlamaConfig
+from .layout import Spec, matrix, vector
+from .partition import ChipSlice
+from .quant import Requant, scale_for
+
+LOG2E = 1.4426950408889634
+
+
+def specs(cfg: LlamaConfig, sl: ChipSlice, kv_len: int) -> list[Spec]:
+    """Every buffer chip `sl` holds, in placement priority order (embedding last)."""
+    D, hd, V = cfg.dim, cfg.head_dim, cfg.vocab_size
+    rep = cfg.n_heads // cfg.n_kv_heads
+    h0, h1 = sl.heads
+    q_rows = (h0 * rep * hd, h1 * rep * hd)
+    kv_rows = (h0 * hd, h1 * hd)
+    f = sl.ffn
+    nq, nkv, nf, nv = q_rows[1] - q_rows[0], kv_rows[1] - kv_rows[0], f[1] - f[0], sl.vocab[1] - sl.vocab[0]
+    out = [Spec("kv_cache", "kv_cache", (2, cfg.n_layers, kv_len, nkv), "int8"),
+           # x, xn, partial sums, q/k/v, scores + probs, att, g/u/a + acc, logits + acc
+           Spec("activations", "activations",
+                (2 * D + D + 4 * D + nq + 2 * nkv + 6 * (nq // hd) * kv_len + nq + 4 * nf + 4 * nf
+                 + 6 * nv,), "uint8")]
+    for l in range(cfg.n_layers):
+        p = f"layers.{l}."
+        out += [vector(p + "attn_norm", D), vector(p + "ffn_norm", D)]
+        out += matrix(p + "wq", (D, D), rows=q_rows) + matrix(p + "wk", (cfg.n_kv_heads * hd, D), rows=kv_rows)
+        out += matrix(p + "wv", (cfg.n_kv_heads * hd, D), rows=kv_rows) + matrix(p + "wo", (D, D), cols=q_rows)
+        out += matrix(p + "w1", (cfg.ffn_hidden, D), rows=f) + matrix(p + "w3", (cfg.ffn_hidden, D), rows=f)
+        out += matrix(p + "w2", (D, cfg.ffn_hidden), cols=f)
+    out += [vector("final_norm", D)] + matrix("tok_embedding", (V, D), rows=sl.vocab)
+    return out
+
+
+class LlamaChip:
+    """One chip's integer decoder. t: key -> array (from specs); sync: .sum / .max collectives."""
+
+    def __init__(self, cfg: LlamaConfig, sl: ChipSlice, t: dict, amax: dict, sync, meter,
+                 kv_len: int, payload: str = "int32"):
+        self.cfg, self.sl, self.sync, self.meter, self.payload = cfg, sl, sync, meter, payload
+        hd = cfg.head_dim
+        self.rep = cfg.n_heads // cfg.n_kv_heads
+        self.nkv = sl.heads[1] - sl.heads[0]
+        S = {k: scale_for(v) for k, v in amax.items()}
+        self.s_res = s_res = scale_for(amax["res"], 16)
+        self.eps_int = max(1, round(cfg.norm_eps / s_res ** 2))
+        self.w = {k: K.QWeight(v) for k, v in t.items() if v.dtype == np.int8 and v.ndim == 2}
+        self.kv = t["kv_cache"]                                       # int8 (2, L, T, nkv*hd)
+        self.cos, self.sin = K.rope_tables(hd, kv_len, cfg.rope_theta)
+        self.layers = []
+        for l in range(cfg.n_layers):
+            p = f"layers.{l}."
+            sq, sk, sv, sa = S[f"{l}.q"], S[f"{l}.k"], S[f"{l}.v"], S[f"{l}.att"]
+            sxa, sxf = S[f"{l}.xn_att"], S[f"{l}.xn_ffn"]
+            sg, su, sa2 = S[f"{l}.g"], S[f"{l}.u"], S[f"{l}.a"]
+            s_silu = scale_for(amax[f"{l}.silu"], 16)
+            L = dict(
+                g_att=K.rmsnorm_gain(t[p + "attn_norm"], sxa), g_ffn=K.rmsnorm_gain(t[p + "ffn_norm"], sxf),
+                rq_q=Requant(sxa * t[p + "wq.scale"].astype(np.float64) / sq),
+                rq_k=Requant(sxa * t[p + "wk.scale"].astype(np.float64) / sk),
+                rq_v=Requant(sxa * t[p + "wv.scale"].astype(np.float64) / sv),
+                sm=Requant(sq * sk / np.sqrt(hd) * LOG2E * 256),
+                rq_att=Requant(sv / K.SOFTMAX_ONE / sa),
+                rq_o=Requant(sa * t[p + "wo.scale"].astype(np.float64) / s_res),
+                rq_g=Requant(sxf * t[p + "w1.scale"].astype(np.float64) / sg),
+                rq_u=Requant(sxf * t[p + "w3.scale"].astype(np.float64) / su),
+                silu=K.silu_lut(sg, s_silu), rq_a=Requant(s_silu * su / sa2),
+                rq_d=Requant(sa2 * t[p + "w2.scale"].astype(np.float64) / s_res))
+            if payload == "int8":
+                so, sd = S[f"{l}.o"], S[f"{l}.d"]
+                L |= dict(rq_o=Requant(sa * t[p + "wo.scale"].astype(np.float64) / so), rq_o2=Requant(so / s_res),
+                          rq_d=Requant(sa2 * t[p + "w2.scale"].astype(np.float64) / sd), rq_d2=Requant(sd / s_res))
+            self.layers.append(L)
+        self.g_final = K.rmsnorm_gain(t["final_norm"], S["xn_final"])
+        se = t["tok_embedding.scale"].astype(np.float64)
+        self.rq_emb = se / s_res                                     # per-row real multipliers
+        self.rq_logit = Requant(S["xn_final"] * se / scale_for(amax["logits"], 16))
+        self.emb = t["tok_embedding"]                                 # int8 (v1 - v0, dim)
+
+    def _mm(self, x, name):
+        w = self.w[name]
+        self.meter.use_weight(name, w.nbytes)
+        return K.matmul_i8(x, w)
+
+    def _reduce(self, part, rq, rq2, l, what):
+        """All-reduce a block's partial sums and requantize to the residual scale."""
+        if self.payload == "int8":
+            return rq2(self.sync.sum(rq(part).astype(np.int32), f"{l}.{what}"), 32)
+        return rq(self.sync.sum(part, f"{l}.{what}"), 32)
+
+    def step(self, token: int, pos: int, fail=lambda phase: None) -> np.ndarray:
+        """One decode step; returns this chip's int16 logits slice (v1 - v0,)."""
+        cfg, hd, rep, nkv = self.cfg, self.cfg.head_dim, self.rep, self.nkv
+        v0, v1 = self.sl.vocab
+        x = np.zeros(cfg.dim, np.int32)                               # (dim,) residual, int16 values
+        if v0 <= token < v1:
+            self.meter.use_weight("tok_embedding", cfg.dim, row=True)
+            x = Requant(self.rq_emb[token - v0])(self.emb[token - v0], 16).astype(np.int32)
+        fail("embed")
+        x = K.sat16(self.sync.sum(x, "embed"))
+        for l, L in enumerate(self.layers):
+            p = f"layers.{l}."
+            h = K.rmsnorm_i(x, L["g_att"], self.eps_int)              # int8 (dim,)
+            q = L["rq_q"](self._mm(h, p + "wq")).reshape(nkv * rep, hd)
+            k = L["rq_k"](self._mm(h, p + "wk")).reshape(nkv, hd)
+            v = L["rq_v"](self._mm(h, p + "wv"))
+            q, k = K.rope_i(q, self.cos[pos], self.sin[pos]), K.rope_i(k, self.cos[pos], self.sin[pos])
+            self.kv[0, l, pos], self.kv[1, l, pos] = k.reshape(-1), v
+            kc = self.kv[0, l, :pos + 1].reshape(pos + 1, nkv, hd).transpose(1, 2, 0)   # (nkv, hd, T)
+            vc = self.kv[1, l, :pos + 1].reshape(pos + 1, nkv, hd).transpose(1, 0, 2)   # (nkv, T, hd)
+            sc = K.int_matmul_small(q.reshape(nkv, rep, hd), kc)    # int64 (nkv, rep, T)
+            pr = K.softmax_i(sc, L["sm"].mult, L["sm"].shift)        # uint16 Q15
+            att = L["rq_att"](K.int_matmul_small(pr, vc)).reshape(-1)   # int8 (nq*hd,)
+            fail("attention")
+            o = self._reduce(self._mm(att, p + "wo"), L["rq_o"], L.get("rq_o2"), l, "attn")
+            x = K.sat16(x.astype(np.int32) + o)
+            h = K.rmsnorm_i(x, L["g_ffn"], self.eps_int)
+            g = L["rq_g"](self._mm(h, p + "w1"))
+            u = L["rq_u"](self._mm(h, p + "w3"))
+            a = L["rq_a"](K.lut8(g, L["silu"]).astype(np.int32) * u)   # int8 (nf,)
+            fail("ffn")
+            d = self._reduce(self._mm(a, p + "w2"), L["rq_d"], L.get("rq_d2"), l, "ffn")
+            x = K.sat16(x.astype(np.int32) + d)
+        h = K.rmsnorm_i(x, self.g_final, self.eps_int)
+        return self.rq_logit(self._mm(h, "tok_embedding"), 16)       # int16 (v1 - v0,)
+
+    def argmax(self, logits: np.ndarray) -> int:
+        """Global greedy token: max logit, lowest index on ties; only (value, index) travels."""
+        v0 = self.sl.vocab[0]
+        i = int(np.argmax(logits)) if len(logits) else 0
+        val = int(logits[i]) if len(logits) else -(1 << 15)
+        key = np.array([((val + (1 << 15)) << 32) | ((1 << 32) - 1 - (v0 + i))], np.int64)
+        best = int(self.sync.max(key, "argmax")[0])
+        return (1 << 32) - 1 - (best & ((1 << 32) - 1))

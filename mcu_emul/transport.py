@@ -1,0 +1,192 @@
+"""Point-to-point transports: real MPI (the only module importing mpi4py) or in-process threads.
+
+A transport moves numpy buffers between ranks: `send` never blocks (buffered), `recv` blocks
+until the matching message from `source` arrives. Messages between a pair arrive in order.
+`gather_obj` is the report channel (results to rank 0); it is not emulated chip traffic.
+"""
+from __future__ import annotations
+
+import pickle
+import queue
+import threading
+import time
+
+import numpy as np
+
+
+class Aborted(Exception):
+    """Another rank failed; this one stops."""
+
+
+class Transport:
+    rank: int
+    size: int
+
+    def __init__(self):
+        self.sent_messages = 0
+        self.sent_bytes = 0
+
+    def _count(self, arr):
+        self.sent_messages += 1
+        self.sent_bytes += arr.nbytes
+
+    def send(self, arr: np.ndarray, dest: int, count: bool = True) -> None:
+        raise NotImplementedError
+
+    def recv(self, source: int, shape, dtype) -> np.ndarray:
+        raise NotImplementedError
+
+    def gather_obj(self, obj, root: int = 0):
+        """Every rank's obj at root (list by rank), None elsewhere."""
+        if self.rank == root:
+            out = [None] * self.size
+            out[root] = obj
+            for r in range(self.size):
+                if r != root:
+                    n = int(self.recv(r, (1,), np.int64)[0])
+                    out[r] = pickle.loads(self.recv(r, (n,), np.uint8).tobytes())
+            return out
+        data = np.frombuffer(pickle.dumps(obj), np.uint8)
+        self.send(np.array([len(data)], np.int64), root, count=False)
+        self.send(data, root, count=False)
+        return None
+
+    def bcast_obj(self, obj, root: int = 0):
+        if self.rank == root:
+            data = np.frombuffer(pickle.dumps(obj), np.uint8)
+            for r in range(self.size):
+                if r != root:
+                    self.send(np.array([len(data)], np.int64), r, count=False)
+                    self.send(data, r, count=False)
+            return obj
+        n = int(self.recv(root, (1,), np.int64)[0])
+        return pickle.loads(self.recv(root, (n,), np.uint8).tobytes())
+
+    def barrier(self):
+        self.bcast_obj(self.gather_obj(None))
+
+    def finish(self):
+        """Complete outstanding sends."""
+
+
+# --- in-process virtual ranks ----------------------------------------------------------
+class Fabric:
+    """Shared state of a set of in-process ranks: one FIFO per (source, dest) pair."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.q = {(s, d): queue.SimpleQueue() for s in range(size) for d in range(size)}
+        self.aborted = threading.Event()
+
+
+class ThreadTransport(Transport):
+    def __init__(self, fabric: Fabric, rank: int):
+        super().__init__()
+        self.fabric, self.rank, self.size = fabric, rank, fabric.size
+
+    def send(self, arr, dest, count=True):
+        a = np.array(arr, copy=True)
+        if count:
+            self._count(a)
+        self.fabric.q[(self.rank, dest)].put(a)
+
+    def recv(self, source, shape, dtype):
+        q = self.fabric.q[(source, self.rank)]
+        while True:
+            try:
+                a = q.get(timeout=0.05)
+                break
+            except queue.Empty:
+                if self.fabric.aborted.is_set():
+                    raise Aborted(f"rank {self.rank}: another rank failed") from None
+        if a.shape != tuple(shape) or a.dtype != np.dtype(dtype):
+            raise RuntimeError(f"rank {self.rank}: message from {source} is {a.dtype}{a.shape}, "
+                               f"expected {np.dtype(dtype)}{tuple(shape)}")
+        return a
+
+
+def run_virtual(size: int, fn):
+    """Run fn(transport) on `size` in-process ranks (threads); results by rank.
+
+    If any rank raises, the others are released and the first real error is re-raised.
+    """
+    fabric = Fabric(size)
+    results, errors = [None] * size, [None] * size
+
+    def body(r):
+        try:
+            results[r] = fn(ThreadTransport(fabric, r))
+        except BaseException as e:   # noqa: BLE001 - reported below
+            errors[r] = e
+            fabric.aborted.set()
+
+    threads = [threading.Thread(target=body, args=(r,), name=f"chip{r}", daemon=True) for r in range(size)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    real = [e for e in errors if e is not None and not isinstance(e, Aborted)]
+    if real:
+        raise real[0]
+    return results
+
+
+# --- MPI -------------------------------------------------------------------------------
+class MPITransport(Transport):
+    """Buffer (upper-case) mpi4py calls. Waits poll Test() with a short sleep, so oversubscribed
+    ranks waiting for a message do not spin and starve the ranks still computing."""
+
+    TAG = 17
+
+    def __init__(self, comm=None):
+        super().__init__()
+        from mpi4py import MPI
+        self.MPI = MPI
+        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self._pending = []
+
+    def _progress(self):
+        if self._pending:
+            self._pending = [(r, a) for r, a in self._pending if not r.Test()]
+
+    def _wait(self, req):
+        i = 0
+        while not req.Test():
+            self._progress()
+            i += 1
+            if i > 50:
+                time.sleep(min(1e-3, 2e-5 * (i - 50)))
+
+    def send(self, arr, dest, count=True):
+        a = np.ascontiguousarray(arr)
+        if count:
+            self._count(a)
+        self._pending.append((self.comm.Isend(a, dest=dest, tag=self.TAG), a))
+
+    def recv(self, source, shape, dtype):
+        buf = np.empty(shape, dtype)
+        self._wait(self.comm.Irecv(buf, source=source, tag=self.TAG))
+        return buf
+
+    def finish(self):
+        for r, _ in self._pending:
+            self._wait(r)
+        self._pending = []
+
+    def barrier(self):
+        self.finish()
+        self._wait(self.comm.Ibarrier())
+
+
+def mpi_launched() -> bool:
+    """True when started by an MPI launcher (mpiexec/mpirun/srun) with more than one rank
+    or with MCU_EMUL_MPI=1."""
+    import os
+    if os.environ.get("MCU_EMUL_MPI") == "1":
+        return True
+    for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS"):
+        v = os.environ.get(k)
+        if v and v.isdigit() and int(v) > 1:
+            return True
+    return os.environ.get("PMI_RANK") is not None and os.environ.get("PMI_SIZE") is not None
