@@ -36,8 +36,10 @@ def main() -> None:
             if code == 0:
                 sys.exit(0)
         else:
-            rank = comm.Get_rank() if comm is not None else 0
-            traceback.print_exc()
+            from .chip import InjectedFailure
+            rank = getattr(e, "mcu_rank", comm.Get_rank() if comm is not None else 0)
+            if not isinstance(e, InjectedFailure):
+                traceback.print_exc()
             print(f"mcu_emul: rank {rank} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             code = 1
     sys.stdout.flush()

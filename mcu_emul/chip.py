@@ -40,6 +40,10 @@ class RunSpec:
     input_seed: int = 0
 
 
+class InjectedFailure(RuntimeError):
+    """A failure injected on purpose (--fail-rank/--fail-at) to test that the job ends."""
+
+
 class Meter:
     """Counts off-chip bytes: every use of a weight that lives off chip."""
 
@@ -153,7 +157,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
 
     def fail(phase):
         if rank == spec.fail_rank and phase == spec.fail_at:
-            raise RuntimeError(f"injected failure at phase '{phase}' on rank {rank}")
+            raise InjectedFailure(f"injected failure at phase '{phase}' on rank {rank}")
 
     wf = WeightsFile(spec.weights, expect_model=spec.model)
     cfg = wf.cfg

@@ -117,6 +117,8 @@ def run_virtual(size: int, fn):
         try:
             results[r] = fn(ThreadTransport(fabric, r))
         except BaseException as e:   # noqa: BLE001 - reported below
+            if not hasattr(e, "mcu_rank"):
+                e.mcu_rank = r
             errors[r] = e
             fabric.aborted.set()
 

@@ -1,0 +1,56 @@
+"""Benchmark: wall time per decode token of the int8 path vs the float32 reference."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .chip import place_shard
+from .collectives import Collectives
+from .config import LlamaConfig, load_chip
+from .errors import UserError
+from .llama import LlamaChip
+from .partition import plan
+from .reference import LlamaRef
+from .transport import Fabric, ThreadTransport
+from .weights import WeightsFile
+
+
+class _NoMeter:
+    def use_weight(self, *a, **k):
+        pass
+
+
+def bench(model: str, tokens: int) -> int:
+    from .cli import ensure_weights
+    wf = WeightsFile(ensure_weights(model, 0), expect_model=model)
+    cfg = wf.cfg
+    if not isinstance(cfg, LlamaConfig):
+        raise UserError(f"bench times decode: model '{model}' is not a Llama model")
+    n = min(tokens, cfg.context_len)
+    t = ThreadTransport(Fabric(1), 0)
+    _, _, tensors, _ = place_shard(wf, cfg, 1, 0, n, load_chip().onchip_capacity_bytes, "stream")
+    chip = LlamaChip(cfg, plan(cfg, 1)[0], tensors,
+                     wf.act_maxabs, Collectives(t), _NoMeter(), n)
+    ref = LlamaRef(cfg, wf.read_float(), n)
+    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, n)
+    chip.step(int(ids[0]), 0), ref.step(int(ids[0]), 0)           # warm-up (caches, BLAS threads)
+    chip = LlamaChip(cfg, chip.sl, tensors, wf.act_maxabs, Collectives(t), _NoMeter(), n)
+    ref = LlamaRef(cfg, ref.w, n)
+    best_i, best_f = [], []
+    for rnd in range(3):
+        t0 = time.perf_counter()
+        for p in range(n // 3 * rnd, n // 3 * (rnd + 1)):
+            chip.step(int(ids[p]), p)
+        t1 = time.perf_counter()
+        for p in range(n // 3 * rnd, n // 3 * (rnd + 1)):
+            ref.step(int(ids[p]), p)
+        t2 = time.perf_counter()
+        k = max(1, n // 3)
+        best_i.append((t1 - t0) / k), best_f.append((t2 - t1) / k)
+    ti, tf = float(np.median(best_i)), float(np.median(best_f))
+    print(f"bench {model}: decode {n} tokens, positions 0..{n - 1}, 1 chip, host wall time per token")
+    print(f"  int8 path        {ti * 1e3:8.2f} ms/token")
+    print(f"  float32 reference{tf * 1e3:8.2f} ms/token")
+    print(f"  ratio int8/float {ti / tf:8.2f}  (target <= 2)")
+    return 0

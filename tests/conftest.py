@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny weights files, CLI and mpiexec helpers."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcu_emul.weights import make_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 120
+
+
+def mpiexec_path() -> str:
+    cand = Path(sys.executable).parent / "mpiexec"
+    return str(cand) if cand.exists() else (shutil.which("mpiexec") or "mpiexec")
+
+
+def env():
+    e = dict(os.environ)
+    e.setdefault("MPIEXEC_TIMEOUT", str(TIMEOUT_S))
+    e.pop("MCU_EMUL_MPI", None)
+    return e
+
+
+def cleanup_mpich():
+    """MPICH leaves shared-memory segments and hwloc files behind after an abort."""
+    for p in glob.glob("/dev/shm/mpich_shm_*") + glob.glob("/tmp/hydra_hwloc_xmlfile_*"):
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+
+
+def run_cli(args, timeout=TIMEOUT_S, n=None, cwd=None):
+    """python -m mcu_emul ARGS, under mpiexec -n N when n is given."""
+    cmd = [sys.executable, "-m", "mcu_emul", *map(str, args)]
+    if n is not None:
+        cmd = [mpiexec_path(), "-n", str(n), *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env(), cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def wdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(wdir):
+    """model name -> weights file, for the tiny test models."""
+    out = {}
+    for m in ("tinyllama-tiny", "tinyllama-tiny-gqa", "tinyllama-tiny64", "mobilebert-tiny"):
+        out[m] = str(make_weights(m, 0, wdir / f"{m}.h5"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def full_weights(wdir):
+    out = {}
+    for m in ("tinyllama-42m", "mobilebert"):
+        out[m] = str(make_weights(m, 0, wdir / f"{m}.h5"))
+    return out

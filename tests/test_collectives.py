@@ -1,0 +1,41 @@
+"""All-reduce over in-process ranks: values and the shape of the communication."""
+import numpy as np
+import pytest
+
+from mcu_emul.collectives import ALGORITHMS, Collectives, messages_sent
+from mcu_emul.transport import run_virtual
+
+GROUPS = [(4,), (2, 4), (3,)]
+
+
+def _data(rank, n):
+    return (np.random.default_rng(rank).integers(-(2**20), 2**20, n)).astype(np.int32)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("size", list(range(1, 18)))
+def test_allreduce_sum_and_messages(algorithm, size):
+    for groups in GROUPS if algorithm == "hierarchical" else [(4,)]:
+        def body(t):
+            c = Collectives(t, algorithm, groups)
+            outs = [c.sum(_data(t.rank, n)) for n in (1, 5, 1000)]
+            mx = c.max(np.array([t.rank * 7 % 5, -t.rank], np.int64))
+            return outs, mx, t.sent_messages
+        res = run_virtual(size, body)
+        for i, n in enumerate((1, 5, 1000)):
+            want = sum(_data(r, n).astype(np.int64) for r in range(size))
+            for r in range(size):
+                assert np.array_equal(res[r][0][i], want), (r, n)
+        for r in range(size):
+            assert res[r][1].tolist() == [max(q * 7 % 5 for q in range(size)), 0]
+            assert res[r][2] == 4 * messages_sent(algorithm, r, size, groups), (groups, r)
+
+
+def test_message_shape_closed_forms():
+    # ring: every rank 2(N-1); all ranks together 2N(N-1)
+    assert sum(messages_sent("ring", r, 8) for r in range(8)) == 2 * 8 * 7
+    # flat: N-1 up and N-1 down
+    assert sum(messages_sent("flat", r, 8) for r in range(8)) == 2 * 7
+    # hierarchical, groups of 4 on 8 ranks: 6 up, 6 down, 2 between leaders
+    assert sum(messages_sent("hierarchical", r, 8, (4,)) for r in range(8)) == 14
+    assert [messages_sent("hierarchical", r, 8, (4,)) for r in range(8)] == [4, 1, 1, 1, 4, 1, 1, 1]
