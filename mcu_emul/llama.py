@@ -100,9 +100,12 @@ class LlamaChip:
         return K.matmul_i8(x, w)
 
     def _reduce(self, part, rq, rq2, l, what):
-        """All-reduce a block's partial sums and requantize to the residual scale."""
+        """All-reduce a block's partial sums and requantize to the residual scale.
+
+        int32 payload: exact. int8 payload: each chip requantizes its partial to int8 at the
+        calibrated scale of the full sum; hops add with int8 saturation (approximate)."""
         if self.payload == "int8":
-            return rq2(self.sync.sum(rq(part).astype(np.int32), f"{l}.{what}"), 32)
+            return rq2(self.sync.sum(rq(part), f"{l}.{what}"), 32)   # int8 on the wire
         return rq(self.sync.sum(part, f"{l}.{what}"), 32)
 
     def step(self, token: int, pos: int, fail=lambda phase: None) -> np.ndarray:

@@ -1,0 +1,92 @@
+"""The command line: runs, reports, and one-line errors with non-zero exits."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+
+
+def one_line_error(p, *needles):
+    assert p.returncode != 0, p.stdout
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("mcu_emul: error"), lines[0]
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_run_json_and_logits(tiny_weights, tmp_path):
+    js, npy = tmp_path / "r.json", tmp_path / "l.npy"
+    p = run_cli(["run", "--model", "tinyllama-tiny", "--weights", tiny_weights["tinyllama-tiny"], "--chips", "3",
+                 "--prompt-ids", "5,6,7", "--gen-tokens", "8", "--json", js, "--save-logits", npy, "--check-float"])
+    assert p.returncode == 0, p.stderr
+    assert "tinyllama-tiny decode on 3 chip(s)" in p.stdout
+    r = json.loads(js.read_text())
+    assert r["schema"] == "mcu_emul.report/1" and r["mode"] == "decode" and r["chips"] == 3
+    assert len(r["token_ids"]) == 8 and len(r["output_sha256"]) == 64
+    assert r["accuracy"]["logits_cosine_vs_float"] >= 0.99
+    assert {"rank", "onchip_capacity_bytes", "onchip_used_bytes", "weight_bytes", "kv_cache_bytes",
+            "weights_read_bytes", "offchip_bytes"} <= set(r["per_chip"][0])
+    lg = np.load(npy)
+    assert lg.shape == (3 + 8 - 1, 512) and lg.dtype == np.float32
+
+
+def test_encoder_run(tiny_weights, tmp_path):
+    js = tmp_path / "m.json"
+    p = run_cli(["run", "--model", "mobilebert-tiny", "--weights", tiny_weights["mobilebert-tiny"], "--seq-len", "20",
+                 "--json", js, "--check-float", "--quiet"])
+    assert p.returncode == 0, p.stderr
+    r = json.loads(js.read_text())
+    assert r["mode"] == "encode" and r["output_shape"] == [20, 64] and r["accuracy"]["hidden_cosine_vs_float"] > 0.99
+
+
+def test_unknown_model():
+    one_line_error(run_cli(["run", "--model", "gpt5"]), "unknown model 'gpt5'", "tinyllama-42m", "mobilebert")
+
+
+def test_missing_weights(tmp_path):
+    one_line_error(run_cli(["run", "--model", "tinyllama-tiny", "--weights", tmp_path / "no.h5"]),
+                   "no.h5 does not exist")
+
+
+def test_wrong_version_and_other_model_and_corrupt(tiny_weights, tmp_path):
+    import shutil
+    bad = tmp_path / "v9.h5"
+    shutil.copy(tiny_weights["tinyllama-tiny"], bad)
+    with h5py.File(bad, "a") as f:
+        f.attrs["format_version"] = 9
+    one_line_error(run_cli(["run", "--model", "tinyllama-tiny", "--weights", bad]), "format_version 9")
+    one_line_error(run_cli(["run", "--model", "tinyllama-tiny", "--weights", tiny_weights["mobilebert-tiny"]]),
+                   "holds model 'mobilebert-tiny', not 'tinyllama-tiny'")
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"this is not hdf5" * 100)
+    one_line_error(run_cli(["run", "--model", "tinyllama-tiny", "--weights", junk]), "not a readable HDF5 file")
+    trunc = tmp_path / "trunc.h5"
+    data = open(tiny_weights["tinyllama-tiny"], "rb").read()
+    trunc.write_bytes(data[: len(data) // 2])
+    p = run_cli(["run", "--model", "tinyllama-tiny", "--weights", trunc])
+    one_line_error(p, "trunc.h5")
+
+
+def test_prompt_errors(tiny_weights):
+    w = tiny_weights["tinyllama-tiny"]
+    one_line_error(run_cli(["run", "--model", "tinyllama-tiny", "--weights", w, "--prompt-ids", "1,512"]),
+                   "prompt id 512 is outside the vocabulary", "0..511")
+    one_line_error(run_cli(["run", "--model", "tinyllama-tiny", "--weights", w, "--prompt-ids", "1,2",
+                            "--gen-tokens", "200"]), "more than the context of 128")
+    one_line_error(run_cli(["run", "--model", "tinyllama-tiny", "--weights", w, "--chips", "9"]),
+                   "9 chips > 8 KV heads")
+    one_line_error(run_cli(["run", "--model", "tinyllama-tiny", "--weights", w, "--placement", "stationary",
+                            "--hw", str(ROOT / "tests/data/hw-small.toml")]), "smallest chip count that fits")
+
+
+def test_weights_make_is_deterministic(tmp_path):
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    for out in (a, b):
+        assert run_cli(["weights", "make", "--model", "tinyllama-tiny", "--seed", "5", "--out", out]).returncode == 0
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        assert np.array_equal(fa["t/layers.1.w2"][...], fb["t/layers.1.w2"][...])
+        assert dict(fa["act_maxabs"].attrs) == dict(fb["act_maxabs"].attrs)
+    assert not list(tmp_path.glob(".*tmp*"))
