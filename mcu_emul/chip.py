@@ -5,6 +5,7 @@ The transport is handed in from the top, so the same code runs over MPI or in-pr
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -179,20 +180,24 @@ def run_chip(spec: RunSpec, t) -> dict | None:
         model = llama.LlamaChip(cfg, sl, tensors, wf.act_maxabs, sync, meter, run_len, spec.payload)
         ids, logits = list(spec.prompt_ids), []
         gen = []
+        t0 = time.perf_counter()
         for pos in range(run_len):
             tok = ids[pos] if pos < len(ids) else gen[-1]
             lg = model.step(tok, pos, fail)
             logits.append(lg)
             if pos >= len(ids) - 1:
                 gen.append(model.argmax(lg))
+        step_s = (time.perf_counter() - t0) / run_len
         out_local = np.stack(logits)                               # int16 (steps, v1 - v0)
         out_scale = llama_logit_scale(wf.act_maxabs)
         inputs = ids + gen[:-1]
     else:
         model = mobilebert.MobileBertChip(cfg, sl, tensors, wf.act_maxabs, sync, meter)
         ids = encoder_inputs(cfg, spec)
+        t0 = time.perf_counter()
         out_local = model.encode(ids, np.zeros(len(ids), np.int64), fail)   # int16 (S, x1 - x0)
         out_scale = model.s_x
+        step_s = time.perf_counter() - t0
         gen, inputs = [], [int(i) for i in ids]
     fail("report")
     t.finish()
@@ -209,7 +214,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
         return None
     out = np.concatenate([p[1] for p in parts], axis=1)
     return dict(cfg=cfg, placement=placement, chips=[p[0] for p in parts], output=out,
-                output_scale=out_scale, token_ids=gen, inputs=inputs,
+                output_scale=out_scale, token_ids=gen, inputs=inputs, host_step_s=step_s,
                 output_sha256=hashlib.sha256(np.ascontiguousarray(out).astype("<i2").tobytes()).hexdigest())
 
 

@@ -60,6 +60,7 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
         "link_bytes": int(sum(c["link_bytes_sent"] for c in chips)),
         "per_chip": chips,
         "host_wall_time_s": round(wall_s, 3),
+        "host_wall_time_per_step_s": round(res["host_step_s"], 4),
     }
     if accuracy is not None:
         rep["accuracy"] = accuracy
