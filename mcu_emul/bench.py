@@ -17,8 +17,10 @@ from .weights import WeightsFile
 
 
 class _NoMeter:
-    def use_weight(self, *a, **k):
-        pass
+    """Bench times the numerics only."""
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
 
 
 def bench(model: str, tokens: int) -> int:
@@ -29,7 +31,7 @@ def bench(model: str, tokens: int) -> int:
         raise UserError(f"bench times decode: model '{model}' is not a Llama model")
     n = min(tokens, cfg.context_len)
     t = ThreadTransport(Fabric(1), 0)
-    _, _, tensors, _ = place_shard(wf, cfg, 1, 0, n, load_chip().onchip_capacity_bytes, "stream")
+    _, _, tensors, _ = place_shard(wf, cfg, 1, 0, n, load_chip(), "stream")
     chip = LlamaChip(cfg, plan(cfg, 1)[0], tensors,
                      wf.act_maxabs, Collectives(t), _NoMeter(), n)
     ref = LlamaRef(cfg, wf.read_float(), n)

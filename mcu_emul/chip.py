@@ -4,15 +4,17 @@ The transport is handed in from the top, so the same code runs over MPI or in-pr
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import llama, mobilebert
+from . import costs, llama, mobilebert
 from .collectives import Collectives
-from .config import ChipSpec, LlamaConfig, ModelConfig
+from .config import ChipSpec, LlamaConfig, ModelConfig, Topology, load_model
+from .counters import ChipClock
 from .errors import CapacityError, UserError
 from .layout import Spec, totals
 from .memory import Arena, fmt_bytes
@@ -34,11 +36,12 @@ class RunSpec:
     seq_len: int = 128
     placement: str = "auto"
     allreduce: str = "hierarchical"
-    group_sizes: tuple = (4,)
     payload: str = "int32"
     fail_rank: int = -1
     fail_at: str = ""
     input_seed: int = 0
+    topology: Topology | None = None
+    dry_run: bool = False
 
 
 class InjectedFailure(RuntimeError):
@@ -46,15 +49,28 @@ class InjectedFailure(RuntimeError):
 
 
 class Meter:
-    """Counts off-chip bytes: every use of a weight that lives off chip."""
+    """Charges every kernel of one chip to its emulated clock, from shapes and the place of
+    each weight (weight memory, L2, or off-chip L3)."""
 
-    def __init__(self, offchip: set):
-        self.offchip = offchip
-        self.offchip_bytes = 0
+    def __init__(self, hw: ChipSpec, clock: ChipClock, shapes: dict, where: dict):
+        self.hw, self.clock, self.shapes, self.where = hw, clock, shapes, where
 
-    def use_weight(self, name: str, nbytes: int, row: bool = False):
-        if name in self.offchip:
-            self.offchip_bytes += int(nbytes)
+    @property
+    def offchip_bytes(self) -> int:
+        return self.clock.bytes["offchip"]
+
+    def matmul(self, name: str, m: int):
+        n, k = self.shapes[name]
+        self.clock.charge(costs.matmul(self.hw, m, n, k, self.where[name]))
+
+    def rows(self, name: str, nbytes: int):
+        self.clock.charge(costs.row_fetch(self.hw, nbytes, self.where[name]))
+
+    def elementwise(self, n: int):
+        self.clock.charge(costs.elementwise(self.hw, n))
+
+    def attention(self, heads: int, m: int, t: int, hd: int):
+        self.clock.charge(costs.attention(self.hw, heads, m, t, hd))
 
 
 def chip_specs(cfg: ModelConfig, n_chips: int, run_len: int) -> list[list[Spec]]:
@@ -67,29 +83,57 @@ def footprint(cfg: ModelConfig, n_chips: int, run_len: int) -> list[dict]:
     return [totals(s) for s in chip_specs(cfg, n_chips, run_len)]
 
 
-def min_chips_fitting(cfg: ModelConfig, run_len: int, capacity: int) -> int | None:
+def _placement_order(specs: list[Spec]) -> list[Spec]:
+    """Reservations and per-channel constants first (they must be on chip), then weights,
+    largest first (first-fit decreasing keeps the weight memory and L2 from fragmenting)."""
+    weights = sorted((s for s in specs if s.category == "weights"), key=lambda s: -s.nbytes)
+    return [s for s in specs if s.category != "weights"] + weights
+
+
+def fits_stationary(specs: list[Spec], chip) -> bool:
+    """Does every buffer fit on chip (a ChipSpec or its MemorySpec), allocated the way
+    place_shard allocates?"""
+    mem = getattr(chip, "memory", chip)
+    arena = Arena(mem.l2_bytes, mem.weight_mem_bytes, virtual=True)
+    for s in _placement_order(specs):
+        if not arena.fits(s.nbytes, s.category):
+            return False
+        arena.alloc(s.shape, s.dtype, s.category)
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def _unfit_chips(cfg: ModelConfig, n_chips: int, run_len: int, mem) -> tuple:
+    return tuple(r for r, s in enumerate(chip_specs(cfg, n_chips, run_len)) if not fits_stationary(s, mem))
+
+
+def min_chips_fitting(cfg: ModelConfig, run_len: int, chip: ChipSpec) -> int | None:
     for n in range(1, cfg.max_chips + 1):
-        if max(sum(f.values()) for f in footprint(cfg, n, run_len)) <= capacity:
+        if not _unfit_chips(cfg, n, run_len, chip.memory):
             return n
     return None
 
 
-def choose_placement(cfg, n_chips, run_len, capacity, placement) -> str:
+def choose_placement(cfg, n_chips, run_len, chip: ChipSpec, placement) -> str:
     """'stationary' or 'stream' for the whole run (same decision on every rank)."""
-    fps = footprint(cfg, n_chips, run_len)
-    worst = max(range(n_chips), key=lambda r: sum(fps[r].values()))
-    need = sum(fps[worst].values())
-    if need <= capacity:
+    bad = _unfit_chips(cfg, n_chips, run_len, chip.memory)
+    if not bad:
         return "stationary"
+    fps = footprint(cfg, n_chips, run_len)
     if placement == "stationary":
-        best = min_chips_fitting(cfg, run_len, capacity)
+        capacity = chip.onchip_capacity_bytes
+        worst = max(bad, key=lambda r: sum(fps[r].values()))
+        need = sum(fps[worst].values())
+        best = min_chips_fitting(cfg, run_len, chip)
         parts = ", ".join(f"{k} {v:,}" for k, v in fps[worst].items())
         hint = (f"the smallest chip count that fits is {best}" if best else
                 f"no chip count up to {cfg.max_chips} fits")
+        over = (f"{need - capacity:,} B over its on-chip capacity of {capacity:,} B" if need > capacity else
+                f"within its {capacity:,} B on-chip capacity in total, but not in its "
+                f"{chip.memory.l2_bytes:,} B L2 + {chip.memory.weight_mem_bytes:,} B weight memory split")
         raise CapacityError(
             f"model '{cfg.name}' does not fit stationary on {n_chips} chip(s): chip {worst} needs "
-            f"{need:,} B ({parts}), {need - capacity:,} B over its on-chip capacity of {capacity:,} B; "
-            f"{hint} (or use --placement stream)")
+            f"{need:,} B ({parts}), {over}; {hint} (or use --placement stream)")
     return "stream"
 
 
@@ -126,98 +170,118 @@ def encoder_inputs(cfg, spec: RunSpec) -> np.ndarray:
     return rng.integers(0, cfg.vocab_size, spec.seq_len)
 
 
-def place_shard(wf, cfg, size, rank, run_len, capacity, placement):
+def place_shard(wf, cfg, size, rank, run_len, chip: ChipSpec, placement, dry: bool = False):
     """Read this chip's slices (hyperslabs) into its arena; weights that do not fit stay off chip
-    (stream placement). Reservations and params come first: they must be on chip."""
+    (stream placement). Returns specs, arena, tensors and where each weight lives."""
     specs = chip_specs(cfg, size, run_len)[rank]
-    arena = Arena(capacity, f"chip {rank}")
-    tensors, offchip = {}, set()
-    order = [s for s in specs if s.category != "weights"] + [s for s in specs if s.category == "weights"]
-    for s in order:
-        if s.category == "weights" and not arena.fits(s.nbytes):
+    arena = Arena(chip.memory.l2_bytes, chip.memory.weight_mem_bytes, f"chip {rank}")
+    tensors, where = {}, {}
+    for s in _placement_order(specs):
+        if s.category == "weights" and not arena.fits(s.nbytes, s.category):
             if placement == "stationary":
                 raise CapacityError(f"chip {rank}: weight {s.key} ({s.nbytes:,} B) does not fit")
-            buf = np.empty(s.shape, s.dtype)                      # host memory standing for L3
-            offchip.add(s.key)
+            buf = np.zeros(s.shape, s.dtype)                      # host memory standing for L3
+            where[s.key] = costs.L3
         else:
             try:
-                buf = arena.alloc(s.shape, s.dtype, s.category)
+                buf, where[s.key] = arena.alloc(s.shape, s.dtype, s.category)
             except CapacityError:
                 raise CapacityError(f"chip {rank}: even without weights, {s.category} of "
-                                    f"{fmt_bytes(s.nbytes)} does not fit in {fmt_bytes(capacity)} "
-                                    f"({fmt_bytes(arena.used)} already used)") from None
-        if s.dataset is not None:
+                                    f"{fmt_bytes(s.nbytes)} does not fit in {fmt_bytes(chip.memory.l2_bytes)} "
+                                    f"of L2 ({fmt_bytes(arena.used)} of the chip already used)") from None
+        if s.dataset is not None and not dry:
             buf[...] = wf.read(s.dataset, s.rows, s.cols)
+        elif dry and s.category == "params":
+            buf[...] = 1.0                                        # neutral scales and gains
         tensors[s.key] = buf
-    return specs, arena, tensors, offchip
+    return specs, arena, tensors, where
+
+
+class _DryAmax(dict):
+    """Activation scales for a dry run: any site, scale 1 (values do not matter)."""
+
+    def __missing__(self, key):
+        return 1.0
 
 
 def run_chip(spec: RunSpec, t) -> dict | None:
-    """Run one chip (rank t.rank of t.size). Returns the merged result on rank 0, None elsewhere."""
+    """Run one chip (rank t.rank of t.size). Returns the merged result on rank 0, None elsewhere.
+
+    With spec.dry_run the same chip code runs with the weight kernels stubbed and no weights
+    file: shapes, placement, collectives and clocks (hence every counter) are the real ones.
+    """
     rank, size = t.rank, t.size
 
     def fail(phase):
         if rank == spec.fail_rank and phase == spec.fail_at:
             raise InjectedFailure(f"injected failure at phase '{phase}' on rank {rank}")
 
-    wf = WeightsFile(spec.weights, expect_model=spec.model)
-    cfg = wf.cfg
-    if isinstance(cfg, LlamaConfig) is False and spec.payload != "int32":
+    dry = spec.dry_run
+    wf = None if dry else WeightsFile(spec.weights, expect_model=spec.model)
+    cfg = load_model(spec.model) if dry else wf.cfg
+    amax = _DryAmax() if dry else wf.act_maxabs
+    if not isinstance(cfg, LlamaConfig) and spec.payload != "int32":
         raise UserError("--payload int8 is implemented for Llama models only")
     validate_inputs(cfg, spec)
     sl = plan(cfg, size)[rank]
     run_len = run_len_of(cfg, spec)
-    capacity = spec.chip.onchip_capacity_bytes
-    placement = choose_placement(cfg, size, run_len, capacity, spec.placement)
+    placement = choose_placement(cfg, size, run_len, spec.chip, spec.placement)
     fail("load")
 
-    specs, arena, tensors, offchip = place_shard(wf, cfg, size, rank, run_len, capacity, placement)
+    specs, arena, tensors, where = place_shard(wf, cfg, size, rank, run_len, spec.chip, placement, dry)
     weight_bytes = sum(s.nbytes for s in specs if s.category == "weights")
-    meter = Meter(offchip)
-    sync = Collectives(t, spec.allreduce, spec.group_sizes)
+    clock = ChipClock(spec.chip, spec.topology, rank)
+    meter = Meter(spec.chip, clock, {s.key: s.shape for s in specs if s.category == "weights"}, where)
+    sync = Collectives(t, spec.allreduce, spec.topology.group_sizes, clock)
 
+    t0 = time.perf_counter()
     if isinstance(cfg, LlamaConfig):
-        model = llama.LlamaChip(cfg, sl, tensors, wf.act_maxabs, sync, meter, run_len, spec.payload)
-        ids, logits = list(spec.prompt_ids), []
-        gen = []
-        t0 = time.perf_counter()
+        model = llama.LlamaChip(cfg, sl, tensors, amax, sync, meter, run_len, spec.payload, dry)
+        ids, logits, gen = list(spec.prompt_ids), [], []
         for pos in range(run_len):
             tok = ids[pos] if pos < len(ids) else gen[-1]
             lg = model.step(tok, pos, fail)
             logits.append(lg)
             if pos >= len(ids) - 1:
                 gen.append(model.argmax(lg))
-        step_s = (time.perf_counter() - t0) / run_len
         out_local = np.stack(logits)                               # int16 (steps, v1 - v0)
-        out_scale = llama_logit_scale(wf.act_maxabs)
-        inputs = ids + gen[:-1]
+        out_scale = llama_logit_scale(amax)
+        inputs, steps = ids + gen[:-1], run_len
     else:
-        model = mobilebert.MobileBertChip(cfg, sl, tensors, wf.act_maxabs, sync, meter)
+        model = mobilebert.MobileBertChip(cfg, sl, tensors, amax, sync, meter, dry)
         ids = encoder_inputs(cfg, spec)
-        t0 = time.perf_counter()
         out_local = model.encode(ids, np.zeros(len(ids), np.int64), fail)   # int16 (S, x1 - x0)
         out_scale = model.s_x
-        step_s = time.perf_counter() - t0
-        gen, inputs = [], [int(i) for i in ids]
+        gen, inputs, steps = [], [int(i) for i in ids], 1
+    step_s = (time.perf_counter() - t0) / steps
     fail("report")
     t.finish()
-    chip = dict(rank=rank, onchip_capacity_bytes=capacity, onchip_used_bytes=arena.used,
+    energy = clock.energy_mj()
+    busy = sum(v for k, v in clock.cycles.items() if k != "idle")
+    chip = dict(rank=rank, onchip_capacity_bytes=spec.chip.onchip_capacity_bytes, onchip_used_bytes=arena.used,
                 onchip_used_by_category=dict(arena.used_by), weight_bytes=weight_bytes,
-                weight_bytes_offchip=sum(tensors[k].nbytes for k in offchip),
+                weight_bytes_by_place={p: sum(s.nbytes for s in specs if s.category == "weights" and where[s.key] == p)
+                                       for p in (costs.WEIGHT_MEM, costs.L2, costs.L3)},
                 kv_cache_bytes=int(tensors["kv_cache"].nbytes) if "kv_cache" in tensors else 0,
-                weights_read_bytes=wf.bytes_read, offchip_bytes=meter.offchip_bytes,
-                allreduce_calls=sync.calls, messages_sent=t.sent_messages, link_bytes_sent=t.sent_bytes,
+                weights_read_bytes=0 if dry else wf.bytes_read, offchip_bytes=clock.bytes["offchip"],
+                onchip_dma_bytes=clock.bytes["onchip"], link_bytes=clock.bytes["link"],
+                allreduce_calls=sync.calls, messages_sent=t.sent_messages, macs=clock.macs,
+                cycles=clock.now, busy_cycles=busy, idle_cycles=clock.cycles["idle"],
+                cycles_by_category=dict(clock.cycles), energy_mj=sum(energy.values()),
+                energy_mj_by_category=energy,
                 heads=list(sl.heads), ffn=list(sl.ffn), vocab=list(sl.vocab), hidden=list(sl.hidden))
-    wf.close()
+    if wf is not None:
+        wf.close()
     parts = t.gather_obj((chip, out_local))
     if rank != 0:
         return None
     out = np.concatenate([p[1] for p in parts], axis=1)
-    return dict(cfg=cfg, placement=placement, chips=[p[0] for p in parts], output=out,
-                output_scale=out_scale, token_ids=gen, inputs=inputs, host_step_s=step_s,
+    return dict(cfg=cfg, placement=placement, chips=[p[0] for p in parts], output=out, steps=steps,
+                output_scale=out_scale, token_ids=gen, inputs=inputs, host_step_s=step_s, dry_run=dry,
+                freq_hz=spec.chip.compute.freq_hz,
                 output_sha256=hashlib.sha256(np.ascontiguousarray(out).astype("<i2").tobytes()).hexdigest())
 
 
-def llama_logit_scale(amax: dict) -> float:
+def llama_logit_scale(amax) -> float:
     from .quant import scale_for
     return scale_for(amax["logits"], 16)

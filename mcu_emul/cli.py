@@ -6,10 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-from .config import known_models, load_chip, load_model, load_topology
+from .config import known_models, load_chip, load_model, load_topology, with_overrides
 from .errors import UserError
 
 DEFAULT_MODEL = "tinyllama-42m"
+DEFAULT_PRESET = "siracusa-paper"
 
 
 def _ids(s: str) -> list[int]:
@@ -27,7 +28,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--weights", help="HDF5 weights file (default: a cached file made on first use)")
     r.add_argument("--seed", type=int, default=0, help="seed of the default generated weights")
     r.add_argument("--prompt-ids", type=_ids, default=[1], help="comma-separated token ids (default 1)")
-    r.add_argument("--gen-tokens", type=int, default=32, help="tokens to generate, decode (default 32)")
+    r.add_argument("--gen-tokens", type=int, default=None,
+                   help="tokens to generate, decode (default: the paper setting, 32; 8 for tinyllama-scaled)")
     r.add_argument("--seq-len", type=int, default=128, help="sequence length, encoder (default 128)")
     r.add_argument("--chips", type=int, help="in-process emulated chips when not under mpirun (default 1)")
     r.add_argument("--placement", choices=("auto", "stationary", "stream"), default="auto")
@@ -36,6 +38,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--hw", default="siracusa", help="data/hw NAME or a .toml path")
     r.add_argument("--payload", choices=("int32", "int8"), default="int32",
                    help="partial sums travel as exact int32 (default) or requantized int8")
+    r.add_argument("--preset", default=DEFAULT_PRESET,
+                   help=f"fitted parameter values from data/presets (default {DEFAULT_PRESET}; 'none' for the raw files)")
+    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a hardware (compute/dma/offchip/power/energy/memory) or link parameter")
+    r.add_argument("--dry-run", action="store_true",
+                   help="counters only: same chip code and collectives, weight kernels stubbed, no weights file")
     r.add_argument("--check-float", action="store_true", help="compare with the float reference")
     r.add_argument("--json", help="write the report here (JSON)")
     r.add_argument("--save-logits", help="write dequantized float32 outputs (.npy)")
@@ -49,6 +57,17 @@ def parser() -> argparse.ArgumentParser:
     mk.add_argument("--seed", type=int, default=0)
     mk.add_argument("--out", required=True)
     mk.add_argument("--no-float", action="store_true", help="do not store the float reference weights")
+    pp = sub.add_parser("paper", help="reproduce the paper's table T1-T7 and the speed-up curves")
+    pp.add_argument("--dry-run", action="store_true", help="analytic counters only (seconds); else real MPI runs")
+    pp.add_argument("--preset", default=DEFAULT_PRESET)
+    pp.add_argument("--json", default="paper.json", help="write the table here (default paper.json)")
+    cb = sub.add_parser("calibrate", help="fit the fitted parameters to T1-T7; write a preset")
+    cb.add_argument("--hw", default="siracusa")
+    cb.add_argument("--topology", default="siracusa-boards")
+    cb.add_argument("--sweeps", type=int, default=1, help="coordinate-descent sweeps after Nelder-Mead")
+    cb.add_argument("--nm-iters", type=int, default=60, help="Nelder-Mead iterations")
+    cb.add_argument("--start", help="start from this preset's fitted values (default: the hw/topology files)")
+    cb.add_argument("--out", help="preset file to write (default data/presets/siracusa-paper.toml)")
     b = sub.add_parser("bench", help="wall time per token: int8 path vs float32 reference")
     b.add_argument("--model", default=DEFAULT_MODEL)
     b.add_argument("--tokens", type=int, default=32)
@@ -70,20 +89,41 @@ def ensure_weights(model: str, seed: int, t=None) -> str:
     return str(path)
 
 
+def hardware(hw: str, topology: str, preset: str, sets: list):
+    """Chip and topology descriptions, the preset's fitted values, then --set overrides."""
+    chip, topo = load_chip(hw), load_topology(topology)
+    if preset and preset != "none":
+        from .calibrate import load_preset
+        fitted = load_preset(preset).get("fitted", {})
+        chip, topo = with_overrides(chip, topo, [f"{k}={v!r}" for k, v in fitted.items()])
+    return with_overrides(chip, topo, sets)
+
+
 def cmd_run(a, transport_factory):
     from .chip import FAIL_PHASES, RunSpec, run_chip
     from .transport import run_virtual
     if a.fail_at and a.fail_at not in FAIL_PHASES:
         raise UserError(f"--fail-at {a.fail_at!r}: phases are {', '.join(FAIL_PHASES)}")
     load_model(a.model)
-    chip, topo = load_chip(a.hw), load_topology(a.topology)
+    if a.gen_tokens is None:
+        from .paper import PAPER_RUN
+        a.gen_tokens = PAPER_RUN.get(a.model, {}).get("gen_tokens", 32)
+    chip, topo = hardware(a.hw, a.topology, a.preset, a.set)
+    if chip.compute is None:
+        raise UserError(f"hardware description {a.hw!r} has only [memory]: costs need every section")
+    if a.dry_run and a.check_float:
+        raise UserError("--check-float needs the numerics: drop --dry-run")
     t = transport_factory()
+    if a.dry_run and t is not None:          # under mpirun: rank 0 emulates the world size in-process
+        if t.rank != 0:
+            return 0
+        a.chips, t = t.size, None
     if t is not None and a.chips is not None and a.chips != t.size:
         raise UserError(f"--chips {a.chips} differs from the MPI world size {t.size}; omit --chips under mpirun")
-    weights = a.weights or ensure_weights(a.model, a.seed, t)
+    weights = "" if a.dry_run else (a.weights or ensure_weights(a.model, a.seed, t))
     spec = RunSpec(model=a.model, weights=weights, chip=chip, prompt_ids=a.prompt_ids, gen_tokens=a.gen_tokens,
-                   seq_len=a.seq_len, placement=a.placement, allreduce=a.allreduce,
-                   group_sizes=topo.group_sizes, payload=a.payload, fail_rank=a.fail_rank, fail_at=a.fail_at)
+                   seq_len=a.seq_len, placement=a.placement, allreduce=a.allreduce, topology=topo,
+                   payload=a.payload, fail_rank=a.fail_rank, fail_at=a.fail_at, dry_run=a.dry_run)
     t0 = time.perf_counter()
     if t is not None:
         res = run_chip(spec, t)
@@ -134,6 +174,12 @@ def main(argv=None, transport_factory=lambda: None) -> int:
         return cmd_run(a, transport_factory)
     if a.cmd == "weights":
         return cmd_weights(a)
+    if a.cmd == "paper":
+        from .paper import paper_cmd
+        return paper_cmd(a.dry_run, a.preset, a.json)
+    if a.cmd == "calibrate":
+        from .calibrate import calibrate_cmd
+        return calibrate_cmd(a.hw, a.topology, a.out, a.sweeps, a.start, a.nm_iters)
     if a.cmd == "bench":
         from .bench import bench
         return bench(a.model, a.tokens)

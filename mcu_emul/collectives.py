@@ -8,7 +8,8 @@ all ranks whatever the algorithm. Every algorithm returns early at one rank.
 - ring: reduce-scatter then all-gather over N chunks; each rank sends 2(N-1) messages.
 - hierarchical: levels of group sizes (innermost first, from the topology file). Reduce
   within each group to its leader (first rank), recurse on the leaders with the next level,
-  broadcast back down. At the top, leaders exchange directly (each sends to every other).
+  broadcast back down. At the top, the leaders run a ring all-reduce (bandwidth-optimal:
+  no leader sends the whole buffer to every other).
 """
 from __future__ import annotations
 
@@ -23,6 +24,31 @@ def sat_add8(a, b):
 ALGORITHMS = ("hierarchical", "ring", "flat")
 
 
+class Link:
+    """A transport plus (optionally) the chip's emulated clock: every send is serialized on
+    the link and stamped with its arrival time; every receive waits for that time; every
+    reduction is charged as elementwise work."""
+
+    def __init__(self, t, clock=None):
+        self.t, self.clock, self.rank, self.size = t, clock, t.rank, t.size
+
+    def send(self, buf, dest):
+        stamp = self.clock.send(buf.nbytes, dest) if self.clock is not None else 0
+        self.t.send(buf, dest, stamp=stamp)
+
+    def recv(self, source, shape, dtype):
+        x, stamp = self.t.recv_msg(source, shape, dtype)
+        if self.clock is not None:
+            self.clock.receive(stamp)
+        return x
+
+    def reduce(self, op, a, b):
+        if self.clock is not None:
+            from . import costs
+            self.clock.charge(costs.elementwise(self.clock.hw, int(b.size)))
+        return op(a, b)
+
+
 def _exchange(buf, t, ranks, op):
     """All-to-all exchange among `ranks`; each reduces in rank order."""
     for r in ranks:
@@ -31,7 +57,7 @@ def _exchange(buf, t, ranks, op):
     acc = None
     for r in ranks:
         x = buf if r == t.rank else t.recv(r, buf.shape, buf.dtype)
-        acc = x.copy() if acc is None else op(acc, x)
+        acc = x.copy() if acc is None else t.reduce(op, acc, x)
     return acc
 
 
@@ -43,7 +69,7 @@ def flat(buf, t, op, ranks=None):
     if t.rank == root:
         acc = buf.copy()
         for r in ranks[1:]:
-            acc = op(acc, t.recv(r, buf.shape, buf.dtype))
+            acc = t.reduce(op, acc, t.recv(r, buf.shape, buf.dtype))
         for r in ranks[1:]:
             t.send(acc, r)
         return acc
@@ -62,7 +88,7 @@ def ring(buf, t, op, ranks=None):
     for s in range(n - 1):                       # reduce-scatter: chunk (i-s) goes right
         c_out, c_in = (i - s) % n, (i - s - 1) % n
         t.send(chunks[c_out], nxt)
-        chunks[c_in] = op(chunks[c_in], t.recv(prv, chunks[c_in].shape, buf.dtype))
+        chunks[c_in] = t.reduce(op, chunks[c_in], t.recv(prv, chunks[c_in].shape, buf.dtype))
     for s in range(n - 1):                       # all-gather: rank i now owns chunk (i+1)
         c_out, c_in = (i + 1 - s) % n, (i - s) % n
         t.send(chunks[c_out], nxt)
@@ -75,7 +101,7 @@ def hierarchical(buf, t, op, group_sizes=(4,), ranks=None):
     if len(ranks) == 1:
         return buf.copy()
     if not group_sizes:
-        return _exchange(buf, t, ranks, op)
+        return ring(buf, t, op, ranks)
     g = group_sizes[0]
     groups = [ranks[j:j + g] for j in range(0, len(ranks), g)]
     mine = next(grp for grp in groups if t.rank in grp)
@@ -85,7 +111,7 @@ def hierarchical(buf, t, op, group_sizes=(4,), ranks=None):
         return t.recv(leader, buf.shape, buf.dtype)                # 3. result comes back down
     acc = buf.copy()
     for r in mine[1:]:
-        acc = op(acc, t.recv(r, buf.shape, buf.dtype))
+        acc = t.reduce(op, acc, t.recv(r, buf.shape, buf.dtype))
     acc = hierarchical(acc, t, op, group_sizes[1:], [grp[0] for grp in groups])   # 2. leaders
     for r in mine[1:]:
         t.send(acc, r)
@@ -109,17 +135,17 @@ def messages_sent(algorithm: str, rank: int, size: int, group_sizes=(4,)) -> int
         n += 1 if rank != mine[0] else len(mine) - 1
         ranks = [grp[0] for grp in groups]
     if rank in ranks and len(ranks) > 1:
-        n += len(ranks) - 1
+        n += 2 * (len(ranks) - 1)          # ring among the top-level leaders
     return n
 
 
 class Collectives:
     """The all-reduces a chip's model calls: sum (partial sums) and max (argmax key)."""
 
-    def __init__(self, transport, algorithm: str = "hierarchical", group_sizes=(4,)):
+    def __init__(self, transport, algorithm: str = "hierarchical", group_sizes=(4,), clock=None):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown all-reduce algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
-        self.t, self.algorithm, self.group_sizes = transport, algorithm, tuple(group_sizes)
+        self.t, self.algorithm, self.group_sizes = Link(transport, clock), algorithm, tuple(group_sizes)
         self.calls = 0
         self.payload_bytes = 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import UserError
@@ -136,35 +136,116 @@ def config_to_dict(cfg) -> dict:
 
 
 @dataclass(frozen=True)
-class ChipSpec:
-    """One chip's memories; sizes in bytes."""
-    name: str
+class MemorySpec:
+    """One chip's memories, bytes."""
     l1_bytes: int
     l2_bytes: int
     weight_mem_bytes: int
-    note: str = ""
 
     def __post_init__(self):
         for k in ("l1_bytes", "l2_bytes", "weight_mem_bytes"):
-            _check(isinstance(getattr(self, k), int) and getattr(self, k) >= 0, f"chip '{self.name}'",
+            _check(isinstance(getattr(self, k), int) and getattr(self, k) >= 0, "memory",
                    f"{k} must be a non-negative integer, got {getattr(self, k)!r}")
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    freq_hz: float
+    cluster_gemv_macs_per_cycle: float
+    cluster_gemm_macs_per_cycle: float
+    engine_macs_per_cycle: float
+    kernel_overhead_cycles: int
+    elementwise_per_cycle: float
+
+
+@dataclass(frozen=True)
+class DmaSpec:
+    l2_l1_bytes_per_cycle: float
+
+
+@dataclass(frozen=True)
+class OffchipSpec:
+    l3_bytes_per_s: float
+    l3_latency_cycles: int
+    l3_overlaps_compute: bool
+
+
+@dataclass(frozen=True)
+class PowerSpec:
+    active_w: float
+    idle_w: float
+
+
+@dataclass(frozen=True)
+class EnergySpec:
+    l2_pj_per_byte: float
+    l3_pj_per_byte: float
+
+
+_HW_SECTIONS = {"memory": MemorySpec, "compute": ComputeSpec, "dma": DmaSpec, "offchip": OffchipSpec,
+                "power": PowerSpec, "energy": EnergySpec}
+
+
+@dataclass(frozen=True)
+class ChipSpec:
+    """A chip: memories, compute rates, off-chip memory, power and energy (see data/hw/*.toml)."""
+    name: str
+    memory: MemorySpec
+    compute: ComputeSpec | None = None
+    dma: DmaSpec | None = None
+    offchip: OffchipSpec | None = None
+    power: PowerSpec | None = None
+    energy: EnergySpec | None = None
+    origin: dict = field(default_factory=dict)
 
     @property
     def onchip_capacity_bytes(self) -> int:
-        return self.l2_bytes + self.weight_mem_bytes
+        return self.memory.l2_bytes + self.memory.weight_mem_bytes
+
+    def __post_init__(self):
+        if self.compute is None:
+            return
+        for sec in _HW_SECTIONS:
+            obj = getattr(self, sec)
+            for f in fields(obj):
+                v = getattr(obj, f.name)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+                    raise UserError(f"chip '{self.name}': {sec}.{f.name} must be >= 0, got {v!r}")
+        for k in ("compute.freq_hz", "dma.l2_l1_bytes_per_cycle", "offchip.l3_bytes_per_s"):
+            sec, key = k.split(".")
+            if getattr(getattr(self, sec), key) <= 0:
+                raise UserError(f"chip '{self.name}': {k} must be > 0")
 
 
 @dataclass(frozen=True)
 class Topology:
-    """All-reduce hierarchy: group size per level, innermost first (last level spans the rest)."""
+    """All-reduce hierarchy (group size per level, innermost first; the last level spans the
+    rest) and chip-to-chip links: level 0 values, upper levels scaled by the factors."""
     name: str
     group_sizes: tuple
+    link_bytes_per_s: float = 2.0e8
+    link_latency_s: float = 2.0e-6
+    link_pj_per_byte: float = 100.0
+    upper_bandwidth_factor: float = 0.5
+    upper_latency_factor: float = 2.0
     note: str = ""
+    origin: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "group_sizes", tuple(self.group_sizes))
         _check(all(isinstance(g, int) and g >= 2 for g in self.group_sizes), f"topology '{self.name}'",
                f"group_sizes must be integers >= 2, got {list(self.group_sizes)!r}")
+        for k in ("link_bytes_per_s", "upper_bandwidth_factor"):
+            _check(getattr(self, k) > 0, f"topology '{self.name}'", f"{k} must be > 0, got {getattr(self, k)!r}")
+
+    def level(self, a: int, b: int) -> int:
+        """Hierarchy level of the link between ranks a and b (0 = same innermost group)."""
+        span = 1
+        for lvl, g in enumerate(self.group_sizes):
+            span *= g
+            if a // span == b // span:
+                return lvl
+        return len(self.group_sizes)
 
 
 def _load_table(kind: str, name: str) -> tuple[dict, str]:
@@ -178,11 +259,60 @@ def _load_table(kind: str, name: str) -> tuple[dict, str]:
         raise UserError(f"{path}: not valid TOML: {e}") from None
 
 
+def chip_from_dict(table: dict, where: str) -> ChipSpec:
+    allowed = {"name", "origin", *_HW_SECTIONS}
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+    if "memory" not in table:
+        raise UserError(f"{where}: missing section [memory]")
+    secs = {}
+    for sec, cls in _HW_SECTIONS.items():
+        if sec in table:
+            secs[sec] = _build(cls, table[sec], f"{where} [{sec}]")
+    if len(secs) not in (1, len(_HW_SECTIONS)):
+        missing = sorted(set(_HW_SECTIONS) - set(secs))
+        raise UserError(f"{where}: missing section(s) {', '.join('[' + m + ']' for m in missing)}")
+    origin = dict(table.get("origin", {}))
+    if len(secs) == len(_HW_SECTIONS):
+        need = {f"{sec}.{f.name}" for sec, cls in _HW_SECTIONS.items() for f in fields(cls)}
+        lacking = sorted(need - set(origin))
+        if lacking:
+            raise UserError(f"{where}: [origin] has no entry for {', '.join(lacking)}")
+    return ChipSpec(name=table.get("name", Path(where).stem), origin=origin, **secs)
+
+
 def load_chip(name: str = "siracusa") -> ChipSpec:
     table, where = _load_table("hw", name)
-    return _build(ChipSpec, table.get("memory", {}) | {"name": table.get("name", name)}, where)
+    return chip_from_dict(table, where)
 
 
 def load_topology(name: str = "siracusa-boards") -> Topology:
     table, where = _load_table("topology", name)
     return _build(Topology, table, where)
+
+
+def with_overrides(chip: ChipSpec, topo: Topology, sets: list[str]) -> tuple[ChipSpec, Topology]:
+    """Apply `--set section.key=value` (hw sections) and `--set link.key=value` (topology)."""
+    for item in sets:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. compute.freq_hz=4e8")
+        lhs, val = item.split("=", 1)
+        sec, key = lhs.split(".", 1)
+        try:
+            v = tomllib.loads(f"v = {val}")["v"]
+        except tomllib.TOMLDecodeError:
+            v = val
+        if sec == "link":
+            if key not in {f.name for f in fields(Topology)} - {"name", "origin", "note"}:
+                raise UserError(f"--set {lhs}: unknown link/topology key {key!r}")
+            topo = dataclasses.replace(topo, **{key: v})
+        elif sec in _HW_SECTIONS and getattr(chip, sec) is not None:
+            obj = getattr(chip, sec)
+            if key not in {f.name for f in fields(obj)}:
+                raise UserError(f"--set {lhs}: unknown key {key!r} in [{sec}] "
+                                f"(known: {', '.join(f.name for f in fields(obj))})")
+            chip = dataclasses.replace(chip, **{sec: dataclasses.replace(obj, **{key: v})})
+        else:
+            raise UserError(f"--set {lhs}: unknown section {sec!r} (known: link, {', '.join(_HW_SECTIONS)})")
+    return chip, topo

@@ -1,6 +1,7 @@
 """What one chip stores: tensor specs (name, slice, dtype, category) as pure functions of shapes."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ class Spec:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
 def matrix(name: str, full_shape, rows=None, cols=None) -> list[Spec]:

@@ -19,7 +19,7 @@ from . import kernels as K
 from .config import LlamaConfig
 from .layout import Spec, matrix, vector
 from .partition import ChipSlice
-from .quant import Requant, scale_for
+from .quant import Requant, ScaleMap, scale_for
 
 LOG2E = 1.4426950408889634
 
@@ -53,15 +53,15 @@ class LlamaChip:
     """One chip's integer decoder. t: key -> array (from specs); sync: .sum / .max collectives."""
 
     def __init__(self, cfg: LlamaConfig, sl: ChipSlice, t: dict, amax: dict, sync, meter,
-                 kv_len: int, payload: str = "int32"):
-        self.cfg, self.sl, self.sync, self.meter, self.payload = cfg, sl, sync, meter, payload
+                 kv_len: int, payload: str = "int32", dry: bool = False):
+        self.cfg, self.sl, self.sync, self.meter, self.payload, self.dry = cfg, sl, sync, meter, payload, dry
         hd = cfg.head_dim
         self.rep = cfg.n_heads // cfg.n_kv_heads
         self.nkv = sl.heads[1] - sl.heads[0]
-        S = {k: scale_for(v) for k, v in amax.items()}
+        S = ScaleMap(amax)
         self.s_res = s_res = scale_for(amax["res"], 16)
         self.eps_int = max(1, round(cfg.norm_eps / s_res ** 2))
-        self.w = {k: K.QWeight(v) for k, v in t.items() if v.dtype == np.int8 and v.ndim == 2}
+        self.w = {k: K.QWeight(v, shadow=not dry) for k, v in t.items() if v.dtype == np.int8 and v.ndim == 2}
         self.kv = t["kv_cache"]                                       # int8 (2, L, T, nkv*hd)
         self.cos, self.sin = K.rope_tables(hd, kv_len, cfg.rope_theta)
         self.layers = []
@@ -95,8 +95,11 @@ class LlamaChip:
         self.emb = t["tok_embedding"]                                 # int8 (v1 - v0, dim)
 
     def _mm(self, x, name):
+        """Weight kernel: charged from shapes; computed unless this is a dry run."""
         w = self.w[name]
-        self.meter.use_weight(name, w.nbytes)
+        self.meter.matmul(name, 1 if x.ndim == 1 else x.shape[0])
+        if self.dry:
+            return np.zeros(x.shape[:-1] + (w.shape[0],), np.int32)
         return K.matmul_i8(x, w)
 
     def _reduce(self, part, rq, rq2, l, what):
@@ -104,7 +107,9 @@ class LlamaChip:
 
         int32 payload: exact. int8 payload: each chip requantizes its partial to int8 at the
         calibrated scale of the full sum; hops add with int8 saturation (approximate)."""
+        self.meter.elementwise(part.size)                          # requantize + residual add
         if self.payload == "int8":
+            self.meter.elementwise(part.size)
             return rq2(self.sync.sum(rq(part), f"{l}.{what}"), 32)   # int8 on the wire
         return rq(self.sync.sum(part, f"{l}.{what}"), 32)
 
@@ -113,34 +118,43 @@ class LlamaChip:
         cfg, hd, rep, nkv = self.cfg, self.cfg.head_dim, self.rep, self.nkv
         v0, v1 = self.sl.vocab
         x = np.zeros(cfg.dim, np.int32)                               # (dim,) residual, int16 values
+        # every chip is charged the row fetch: which chip owns the id is known only at run time
+        self.meter.rows("tok_embedding", cfg.dim)
         if v0 <= token < v1:
-            self.meter.use_weight("tok_embedding", cfg.dim, row=True)
             x = Requant(self.rq_emb[token - v0])(self.emb[token - v0], 16).astype(np.int32)
         fail("embed")
         x = K.sat16(self.sync.sum(x, "embed"))
         for l, L in enumerate(self.layers):
             p = f"layers.{l}."
+            nq = nkv * rep
+            self.meter.elementwise(cfg.dim)                               # RMSNorm
             h = K.rmsnorm_i(x, L["g_att"], self.eps_int)              # int8 (dim,)
             q = L["rq_q"](self._mm(h, p + "wq")).reshape(nkv * rep, hd)
             k = L["rq_k"](self._mm(h, p + "wk")).reshape(nkv, hd)
             v = L["rq_v"](self._mm(h, p + "wv"))
+            self.meter.elementwise((2 * nq + 3 * nkv) * hd)              # requantize, RoPE
             q, k = K.rope_i(q, self.cos[pos], self.sin[pos]), K.rope_i(k, self.cos[pos], self.sin[pos])
             self.kv[0, l, pos], self.kv[1, l, pos] = k.reshape(-1), v
             kc = self.kv[0, l, :pos + 1].reshape(pos + 1, nkv, hd).transpose(1, 2, 0)   # (nkv, hd, T)
             vc = self.kv[1, l, :pos + 1].reshape(pos + 1, nkv, hd).transpose(1, 0, 2)   # (nkv, T, hd)
+            self.meter.attention(nq, 1, pos + 1, hd)
+            self.meter.elementwise(nq * (pos + 1) + nq * hd)           # softmax, requantize
             sc = K.int_matmul_small(q.reshape(nkv, rep, hd), kc)    # int64 (nkv, rep, T)
             pr = K.softmax_i(sc, L["sm"].mult, L["sm"].shift)        # uint16 Q15
             att = L["rq_att"](K.int_matmul_small(pr, vc)).reshape(-1)   # int8 (nq*hd,)
             fail("attention")
             o = self._reduce(self._mm(att, p + "wo"), L["rq_o"], L.get("rq_o2"), l, "attn")
             x = K.sat16(x.astype(np.int32) + o)
+            self.meter.elementwise(cfg.dim)
             h = K.rmsnorm_i(x, L["g_ffn"], self.eps_int)
+            self.meter.elementwise(3 * (self.sl.ffn[1] - self.sl.ffn[0]))   # requantize, SiLU, gate
             g = L["rq_g"](self._mm(h, p + "w1"))
             u = L["rq_u"](self._mm(h, p + "w3"))
             a = L["rq_a"](K.lut8(g, L["silu"]).astype(np.int32) * u)   # int8 (nf,)
             fail("ffn")
             d = self._reduce(self._mm(a, p + "w2"), L["rq_d"], L.get("rq_d2"), l, "ffn")
             x = K.sat16(x.astype(np.int32) + d)
+        self.meter.elementwise(cfg.dim + 2 * (v1 - v0))               # norm, logit requant, argmax
         h = K.rmsnorm_i(x, self.g_final, self.eps_int)
         return self.rq_logit(self._mm(h, "tok_embedding"), 16)       # int16 (v1 - v0,)
 

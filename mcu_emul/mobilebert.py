@@ -17,7 +17,7 @@ from . import kernels as K
 from .config import MobileBertConfig
 from .layout import Spec, matrix, vector
 from .partition import ChipSlice
-from .quant import Requant, scale_for
+from .quant import Requant, ScaleMap, scale_for
 
 LOG2E = 1.4426950408889634
 
@@ -28,8 +28,10 @@ def specs(cfg: MobileBertConfig, sl: ChipSlice, seq_len: int) -> list[Spec]:
     xs, hc, fi = sl.hidden, (sl.heads[0] * hd, sl.heads[1] * hd), sl.ffn
     nx, nh, ni = xs[1] - xs[0], hc[1] - hc[0], fi[1] - fi[0]
     S = seq_len
-    act = (S * nx * 2 + S * nx + S * 3 * B * 4 + S * B * 2 * 2 + S * B * 3 + S * nh * 2
-           + (nh // hd) * S * S * 6 + S * nh + S * ni * 5 + S * nx * 4)
+    # live full-sequence tensors in L2: hidden slice (int16) and its int8 copy, two bottleneck
+    # streams (int16), shared/value (int8), q/k/context (int8), FFN middle (int8), and the int32
+    # all-reduce buffer; scores, probabilities and matmul accumulators are tiled through L1.
+    act = (S * nx * 3 + S * B * 2 * 2 + S * B * 2 + S * nh * 3 + S * ni + S * 3 * B * 4)
     out = [Spec("activations", "activations", (act,), "uint8")]
     for l in range(cfg.n_layers):
         p = f"layers.{l}."
@@ -63,13 +65,13 @@ def _f64(a):
 class MobileBertChip:
     """One chip's integer encoder. t: key -> array (from specs); sync: .sum collective."""
 
-    def __init__(self, cfg: MobileBertConfig, sl: ChipSlice, t: dict, amax: dict, sync, meter):
-        self.cfg, self.sl, self.sync, self.meter, self.t = cfg, sl, sync, meter, t
-        S8 = {k: scale_for(v) for k, v in amax.items()}
+    def __init__(self, cfg: MobileBertConfig, sl: ChipSlice, t: dict, amax: dict, sync, meter, dry: bool = False):
+        self.cfg, self.sl, self.sync, self.meter, self.t, self.dry = cfg, sl, sync, meter, t, dry
+        S8 = ScaleMap(amax)
         self.s_x = s_x = scale_for(amax["x"], 16)
         self.s_b = s_b = scale_for(amax["bneck"], 16)
         self.s_tri = s_tri = S8["tri"]
-        self.w = {k: K.QWeight(v) for k, v in t.items() if v.dtype == np.int8 and v.ndim == 2
+        self.w = {k: K.QWeight(v, shadow=not dry) for k, v in t.items() if v.dtype == np.int8 and v.ndim == 2
                   and k not in ("word_emb", "pos_emb", "type_emb")}
         sc = lambda n: _f64(t[n + ".scale"])          # noqa: E731
         self.rq_word = sc("word_emb") / s_tri
@@ -119,8 +121,11 @@ class MobileBertChip:
             self.layers.append(L)
 
     def _mm(self, x, name):
+        """Weight kernel: charged from shapes; computed unless this is a dry run."""
         w = self.w[name]
-        self.meter.use_weight(name, w.nbytes)
+        self.meter.matmul(name, x.shape[0])
+        if self.dry:
+            return np.zeros((x.shape[0], w.shape[0]), np.int64)
         return K.matmul_i8(x, w).astype(np.int64)
 
     def encode(self, ids: np.ndarray, types: np.ndarray, fail=lambda phase: None) -> np.ndarray:
@@ -133,14 +138,17 @@ class MobileBertChip:
         own = np.nonzero((ids >= v0) & (ids < v1))[0]
         if len(own):
             r = ids[own] - v0
-            self.meter.use_weight("word_emb", len(own) * cfg.embedding_size, row=True)
+            self.meter.rows("word_emb", len(own) * cfg.embedding_size)
             e[own] = Requant(self.rq_word[r][:, None])(t["word_emb"][r], 8)
         fail("embed")
         e = self.sync.sum(e, "embed").astype(np.int8)                 # int8 (S, E) at s_tri
         z = np.zeros((1, e.shape[1]), np.int8)
         tri = np.concatenate([np.concatenate([e[1:], z]), e, np.concatenate([z, e[:-1]])], axis=1)
         E = self.emb
-        self.meter.use_weight("pos_emb", t["pos_emb"][:S].nbytes, row=True)
+        nx, nh = self.sl.hidden[1] - self.sl.hidden[0], (self.sl.heads[1] - self.sl.heads[0]) * hd
+        ni = self.sl.ffn[1] - self.sl.ffn[0]
+        self.meter.rows("pos_emb", t["pos_emb"][:S].nbytes)
+        self.meter.elementwise(S * (3 * cfg.embedding_size + 2 * nx))   # trigram, NoNorm
         x = (E["rq"](self._mm(tri, "emb_transform.w") + E["bq"], 32).astype(np.int64)
              + E["rq_pos"].take(slice(0, S))(t["pos_emb"][:S], 32)
              + E["rq_type"].take(types)(t["type_emb"][types], 32) + E["nb"])
@@ -148,10 +156,12 @@ class MobileBertChip:
         h0, h1 = self.sl.heads
         for l, L in enumerate(self.layers):
             p = f"layers.{l}."
+            self.meter.elementwise(S * nx)
             x8 = L["rq_x8"](x)
             part = np.concatenate([self._mm(x8, p + "bn_in.w"), self._mm(x8, p + "bn_att.w"),
                                    self._mm(x8, p + "v.w")], axis=1).astype(np.int32)
             acc = self.sync.sum(part, f"{l}.bottleneck").astype(np.int64)    # (S, 3B)
+            self.meter.elementwise(S * 3 * B)                           # bias, NoNorm, requantize
             lin = K.sat16(L["rq_in"](acc[:, :B] + L["bq_in"], 32).astype(np.int64) + L["nb_in"])
             sh = np.clip(L["rq_att"](acc[:, B:2 * B] + L["bq_att"], 32).astype(np.int64) + L["nb_att"],
                          -127, 127).astype(np.int8)
@@ -159,19 +169,26 @@ class MobileBertChip:
             q = L["rq_q"](self._mm(sh, p + "q.w") + L["bq_q"])
             k = L["rq_k"](self._mm(sh, p + "k.w") + L["bq_k"])
             nhc = h1 - h0
+            self.meter.elementwise(2 * S * nh)
+            self.meter.attention(nhc, S, S, hd)
+            self.meter.elementwise(nhc * S * S + S * nh)              # softmax, requantize
             qh, kh, vh = (a.reshape(S, nhc, hd).transpose(1, 0, 2) for a in (q, k, v))
             pr = K.softmax_i(K.int_matmul_small(qh, kh.transpose(0, 2, 1)), L["sm"].mult, L["sm"].shift)
             ctx = L["rq_ctx"](K.int_matmul_small(pr, vh)).transpose(1, 0, 2).reshape(S, -1)
             fail("attention")
             acc = self.sync.sum(self._mm(ctx, p + "att_out.w").astype(np.int32), f"{l}.attn").astype(np.int64)
+            self.meter.elementwise(S * B)
             a = K.sat16(L["rq_o"](acc + L["bq_o"], 32).astype(np.int64) + L["rq_o_res"](lin, 32) + L["nb_o"])
             for f, F in enumerate(L["ffn"]):
                 fp = f"{p}ffn{f}."
+                self.meter.elementwise(S * B + S * ni)
                 m = F["rq_in"](self._mm(F["rq_a"](a), fp + "in.w") + F["bq_in"])
                 m = np.maximum(m, 0)                                   # ReLU, int8 (S, ni)
                 fail("ffn")
                 acc = self.sync.sum(self._mm(m, fp + "out.w").astype(np.int32), f"{l}.ffn{f}").astype(np.int64)
+                self.meter.elementwise(S * B)
                 a = K.sat16(F["rq_out"](acc + F["bq_out"], 32).astype(np.int64) + F["rq_res"](a, 32) + F["nb"])
+            self.meter.elementwise(S * B + S * nx)
             acc = self._mm(L["rq_c"](a), p + "out_bn.w")
             x = K.sat16(L["rq_ob"](acc + L["bq_ob"], 32).astype(np.int64) + L["rq_ob_res"](x, 32) + L["nb_ob"])
         return x

@@ -28,6 +28,16 @@ def scale_for(maxabs: float, bits: int = 8) -> float:
     return (maxabs if maxabs > 0 else 1.0) / (2 ** (bits - 1) - 1)
 
 
+class ScaleMap:
+    """Per-tensor int8 scales by site, from calibrated max-abs values."""
+
+    def __init__(self, amax, bits: int = 8):
+        self.amax, self.bits = amax, bits
+
+    def __getitem__(self, site: str) -> float:
+        return scale_for(self.amax[site], self.bits)
+
+
 def multiplier(real) -> tuple[np.ndarray, np.ndarray]:
     """Integer (mult, shift) with mult / 2^shift ~= real, elementwise; mult carries the sign.
 

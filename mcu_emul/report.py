@@ -36,10 +36,22 @@ def save_npy(path, arr: np.ndarray):
     atomic_write_bytes(path, buf.getvalue())
 
 
+def figures(res: dict) -> dict:
+    """Emulated per-token (decode) or per-inference (encode) latency, energy and EDP."""
+    chips, steps, f = res["chips"], res["steps"], res["freq_hz"]
+    latency_ms = max(c["cycles"] for c in chips) / f * 1e3 / steps
+    energy_mj = sum(c["energy_mj"] for c in chips) / steps
+    cats = chips[0]["energy_mj_by_category"].keys()
+    return {"latency_ms": latency_ms, "energy_mj": energy_mj, "edp_mj_ms": latency_ms * energy_mj,
+            "energy_mj_by_category": {k: sum(c["energy_mj_by_category"][k] for c in chips) / steps for k in cats},
+            "per": "token" if steps > 1 or res.get("token_ids") else "inference", "steps": steps}
+
+
 def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
     cfg = res["cfg"]
     decode = isinstance(cfg, LlamaConfig)
     chips = res["chips"]
+    fig = figures(res)
     rep = {
         "schema": SCHEMA,
         "model": cfg.name,
@@ -47,8 +59,17 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
         "chips": len(chips),
         "placement": res["placement"],
         "allreduce": spec.allreduce,
-        "topology_group_sizes": list(spec.group_sizes),
+        "topology": spec.topology.name,
+        "topology_group_sizes": list(spec.topology.group_sizes),
         "payload": spec.payload,
+        "dry_run": bool(res.get("dry_run")),
+        "hw": spec.chip.name,
+        "freq_hz": res["freq_hz"],
+        "latency_ms": fig["latency_ms"],
+        "energy_mj": fig["energy_mj"],
+        "edp_mj_ms": fig["edp_mj_ms"],
+        "figures_per": "token" if decode else "inference",
+        "energy_mj_by_category": fig["energy_mj_by_category"],
         "input_ids": [int(i) for i in res["inputs"]],
         "token_ids": [int(i) for i in res["token_ids"]] if decode else [],
         "output_dtype": "int16",
@@ -57,7 +78,7 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
         "output_sha256": res["output_sha256"],
         "weight_bytes_total": int(sum(c["weight_bytes"] for c in chips)),
         "offchip_bytes": int(sum(c["offchip_bytes"] for c in chips)),
-        "link_bytes": int(sum(c["link_bytes_sent"] for c in chips)),
+        "link_bytes": int(sum(c["link_bytes"] for c in chips)),
         "per_chip": chips,
         "host_wall_time_s": round(wall_s, 3),
         "host_wall_time_per_step_s": round(res["host_step_s"], 4),
@@ -77,13 +98,22 @@ def summary(rep: dict) -> str:
     if rep["mode"] == "decode":
         lines.append(f"  prompt ids {rep['input_ids'][:1]}..., generated {len(rep['token_ids'])} tokens: "
                      f"{' '.join(map(str, rep['token_ids'][:16]))}{' ...' if len(rep['token_ids']) > 16 else ''}")
-    lines.append(f"  output {rep['output_dtype']}{rep['output_shape']} sha256 {rep['output_sha256'][:16]}...")
-    lines.append(f"  {'chip':>4} {'on-chip used':>14} {'of capacity':>12} {'weights B':>12} {'kv B':>9} "
-                 f"{'off-chip B':>12} {'link B sent':>12}")
+    if not rep["dry_run"]:
+        lines.append(f"  output {rep['output_dtype']}{rep['output_shape']} sha256 {rep['output_sha256'][:16]}...")
+    else:
+        lines.append("  dry run: counters only (weight kernels stubbed)")
+    lines.append(f"  {'chip':>4} {'on-chip used':>13} {'weights B':>11} {'kv B':>8} {'off-chip B':>12} "
+                 f"{'link B':>10} {'cycles':>12} {'busy %':>7} {'energy mJ':>10}  energy split c/on/off/link/idle %")
     for c in rep["per_chip"]:
-        lines.append(f"  {c['rank']:>4} {c['onchip_used_bytes']:>14,} {c['onchip_capacity_bytes']:>12,} "
-                     f"{c['weight_bytes']:>12,} {c['kv_cache_bytes']:>9,} {c['offchip_bytes']:>12,} "
-                     f"{c['link_bytes_sent']:>12,}")
+        e = c["energy_mj_by_category"]
+        tot = max(c["energy_mj"], 1e-30)
+        split = "/".join(f"{100 * e[k] / tot:.0f}" for k in ("compute", "onchip", "offchip", "link", "idle"))
+        lines.append(f"  {c['rank']:>4} {c['onchip_used_bytes']:>13,} {c['weight_bytes']:>11,} {c['kv_cache_bytes']:>8,} "
+                     f"{c['offchip_bytes']:>12,} {c['link_bytes']:>10,} {c['cycles']:>12,} "
+                     f"{100 * c['busy_cycles'] / max(c['cycles'], 1):>6.1f}% {c['energy_mj']:>10.4f}  {split}")
+    lines.append(f"  emulated on {rep['hw']} at {rep['freq_hz'] / 1e6:.0f} MHz, per {rep['figures_per']}: "
+                 f"latency {rep['latency_ms']:.4g} ms, energy {rep['energy_mj']:.4g} mJ, "
+                 f"EDP {rep['edp_mj_ms']:.4g} mJ*ms")
     lines.append(f"  total weights {fmt_bytes(rep['weight_bytes_total'])}, off-chip traffic "
                  f"{fmt_bytes(rep['offchip_bytes'])}, link traffic {fmt_bytes(rep['link_bytes'])}")
     acc = rep.get("accuracy")

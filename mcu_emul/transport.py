@@ -30,11 +30,16 @@ class Transport:
         self.sent_messages += 1
         self.sent_bytes += arr.nbytes
 
-    def send(self, arr: np.ndarray, dest: int, count: bool = True) -> None:
+    def send(self, arr: np.ndarray, dest: int, count: bool = True, stamp: int = 0) -> None:
+        """Send arr to dest with an int64 `stamp` (the emulated arrival time)."""
+        raise NotImplementedError
+
+    def recv_msg(self, source: int, shape, dtype) -> tuple[np.ndarray, int]:
+        """The next message from source: (array, stamp)."""
         raise NotImplementedError
 
     def recv(self, source: int, shape, dtype) -> np.ndarray:
-        raise NotImplementedError
+        return self.recv_msg(source, shape, dtype)[0]
 
     def gather_obj(self, obj, root: int = 0):
         """Every rank's obj at root (list by rank), None elsewhere."""
@@ -84,17 +89,17 @@ class ThreadTransport(Transport):
         super().__init__()
         self.fabric, self.rank, self.size = fabric, rank, fabric.size
 
-    def send(self, arr, dest, count=True):
+    def send(self, arr, dest, count=True, stamp=0):
         a = np.array(arr, copy=True)
         if count:
             self._count(a)
-        self.fabric.q[(self.rank, dest)].put(a)
+        self.fabric.q[(self.rank, dest)].put((a, int(stamp)))
 
-    def recv(self, source, shape, dtype):
+    def recv_msg(self, source, shape, dtype):
         q = self.fabric.q[(source, self.rank)]
         while True:
             try:
-                a = q.get(timeout=0.05)
+                a, stamp = q.get(timeout=0.05)
                 break
             except queue.Empty:
                 if self.fabric.aborted.is_set():
@@ -102,7 +107,7 @@ class ThreadTransport(Transport):
         if a.shape != tuple(shape) or a.dtype != np.dtype(dtype):
             raise RuntimeError(f"rank {self.rank}: message from {source} is {a.dtype}{a.shape}, "
                                f"expected {np.dtype(dtype)}{tuple(shape)}")
-        return a
+        return a, stamp
 
 
 def run_virtual(size: int, fn):
@@ -160,16 +165,20 @@ class MPITransport(Transport):
             if i > 50:
                 time.sleep(min(1e-3, 2e-5 * (i - 50)))
 
-    def send(self, arr, dest, count=True):
+    def send(self, arr, dest, count=True, stamp=0):
         a = np.ascontiguousarray(arr)
         if count:
             self._count(a)
-        self._pending.append((self.comm.Isend(a, dest=dest, tag=self.TAG), a))
+        buf = np.empty(a.nbytes + 8, np.uint8)                  # [int64 stamp][payload]
+        buf[:8].view(np.int64)[0] = stamp
+        buf[8:] = a.reshape(-1).view(np.uint8)
+        self._pending.append((self.comm.Isend(buf, dest=dest, tag=self.TAG), buf))
 
-    def recv(self, source, shape, dtype):
-        buf = np.empty(shape, dtype)
+    def recv_msg(self, source, shape, dtype):
+        n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        buf = np.empty(n + 8, np.uint8)
         self._wait(self.comm.Irecv(buf, source=source, tag=self.TAG))
-        return buf
+        return buf[8:].view(dtype).reshape(shape), int(buf[:8].view(np.int64)[0])
 
     def finish(self):
         for r, _ in self._pending:

@@ -36,6 +36,8 @@ def test_message_shape_closed_forms():
     assert sum(messages_sent("ring", r, 8) for r in range(8)) == 2 * 8 * 7
     # flat: N-1 up and N-1 down
     assert sum(messages_sent("flat", r, 8) for r in range(8)) == 2 * 7
-    # hierarchical, groups of 4 on 8 ranks: 6 up, 6 down, 2 between leaders
-    assert sum(messages_sent("hierarchical", r, 8, (4,)) for r in range(8)) == 14
-    assert [messages_sent("hierarchical", r, 8, (4,)) for r in range(8)] == [4, 1, 1, 1, 4, 1, 1, 1]
+    # hierarchical, groups of 4 on 8 ranks: 6 up, 6 down, a 2-leader ring (2 each)
+    assert sum(messages_sent("hierarchical", r, 8, (4,)) for r in range(8)) == 16
+    assert [messages_sent("hierarchical", r, 8, (4,)) for r in range(8)] == [5, 1, 1, 1, 5, 1, 1, 1]
+    # 17 ranks in groups of 4: 5 groups (the last of one rank), leaders ring over 5
+    assert [messages_sent("hierarchical", r, 17, (4,)) for r in (0, 1, 16)] == [3 + 8, 1, 8]

@@ -1,7 +1,7 @@
 import pytest
 
-from mcu_emul.config import (ChipSpec, known_models, load_chip, load_model, load_topology,
-                             model_from_dict)
+from mcu_emul.config import (chip_from_dict, known_models, load_chip, load_model, load_topology,
+                             model_from_dict, with_overrides)
 from mcu_emul.errors import UserError
 
 
@@ -39,8 +39,31 @@ def test_unknown_and_missing_keys_are_named(tmp_path):
 
 
 def test_chip_and_topology():
+    import tomllib
+    from mcu_emul.config import DATA_DIR
     c = load_chip("siracusa")
-    assert c.onchip_capacity_bytes == 6 * 2**20 and c.l1_bytes == 256 * 1024
-    assert load_topology("siracusa-boards").group_sizes == (4,)
+    assert c.onchip_capacity_bytes == 6 * 2**20 and c.memory.l1_bytes == 256 * 1024
+    assert c.compute.cluster_gemv_macs_per_cycle == 12.8 and c.dma.l2_l1_bytes_per_cycle == 8.0
+    assert all(v.split(":")[0] in ("public", "fitted", "assumed") for v in c.origin.values())
+    t = load_topology("siracusa-boards")
+    assert t.group_sizes == (4,) and t.level(0, 3) == 0 and t.level(3, 4) == 1
+    table = tomllib.loads((DATA_DIR / "hw/siracusa.toml").read_text())
     with pytest.raises(UserError, match="l2_bytes"):
-        ChipSpec(name="x", l1_bytes=1, l2_bytes=-1, weight_mem_bytes=0)
+        chip_from_dict(table | {"memory": table["memory"] | {"l2_bytes": -1}}, "x.toml")
+    with pytest.raises(UserError, match="x.toml: unknown key.*cache"):
+        chip_from_dict(table | {"cache": {}}, "x.toml")
+    with pytest.raises(UserError, match=r"x.toml \[compute\]: unknown key.*turbo"):
+        chip_from_dict(table | {"compute": table["compute"] | {"turbo": 1}}, "x.toml")
+    origin = dict(table["origin"])
+    del origin["compute.freq_hz"]
+    with pytest.raises(UserError, match="no entry for compute.freq_hz"):
+        chip_from_dict(table | {"origin": origin}, "x.toml")
+
+
+def test_overrides():
+    c, t = with_overrides(load_chip(), load_topology(), ["compute.freq_hz=2e8", "link.link_bytes_per_s=5e8"])
+    assert c.compute.freq_hz == 2e8 and t.link_bytes_per_s == 5e8
+    with pytest.raises(UserError, match="unknown key 'freq'"):
+        with_overrides(load_chip(), load_topology(), ["compute.freq=1"])
+    with pytest.raises(UserError, match="unknown section 'gpu'"):
+        with_overrides(load_chip(), load_topology(), ["gpu.x=1"])

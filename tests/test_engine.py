@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from mcu_emul.chip import RunSpec, run_chip
-from mcu_emul.config import ChipSpec, load_chip
+import dataclasses
+
+from mcu_emul.config import MemorySpec, load_chip, load_topology
 from mcu_emul.errors import CapacityError
 from mcu_emul.transport import run_virtual
 
@@ -13,7 +15,7 @@ SIRACUSA = load_chip()
 
 
 def run(weights, model, n, **kw):
-    spec = RunSpec(model=model, weights=weights, chip=kw.pop("chip", SIRACUSA), **kw)
+    spec = RunSpec(model=model, weights=weights, chip=kw.pop("chip", SIRACUSA), topology=load_topology(), **kw)
     return run_virtual(n, lambda t: run_chip(spec, t))[0]
 
 
@@ -42,7 +44,7 @@ def test_weight_bytes_counted_once_and_read_once(tiny_weights):
 
 def test_stationary_too_small_names_bytes_and_chip_count(tiny_weights):
     m = "tinyllama-tiny"
-    small = ChipSpec(name="small", l1_bytes=0, l2_bytes=40_000, weight_mem_bytes=0)
+    small = dataclasses.replace(SIRACUSA, memory=MemorySpec(l1_bytes=0, l2_bytes=40_000, weight_mem_bytes=0))
     with pytest.raises(CapacityError) as e:
         run(tiny_weights[m], m, 1, chip=small, placement="stationary")
     msg = str(e.value)
@@ -77,7 +79,7 @@ def test_int8_payload_is_approximate_but_close(tiny_weights):
         assert acc["logits_cosine_vs_float"] >= 0.98
     # int8 partials are half the link bytes of... a quarter of int32 for the block syncs
     r32, r8 = run(tiny_weights[m], m, 4), run(tiny_weights[m], m, 4, payload="int8")
-    assert sum(c["link_bytes_sent"] for c in r8["chips"]) < sum(c["link_bytes_sent"] for c in r32["chips"]) / 2
+    assert sum(c["link_bytes"] for c in r8["chips"]) < sum(c["link_bytes"] for c in r32["chips"]) / 2
 
 
 def test_deterministic_reports(tiny_weights):

@@ -1,0 +1,187 @@
+"""Fit the `fitted` parameters to the paper targets with the dry-run model; write a preset.
+
+The objective is the sum over targets of log(ours / published)^2, minimized by coordinate
+descent in log space (golden-section search per parameter, within its bounds). Each
+evaluation is a set of dry runs (same chip code, no numerics). Deterministic.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import time
+import tomllib
+from pathlib import Path
+
+from .config import DATA_DIR, load_chip, load_topology, with_overrides
+from .errors import UserError
+from .paper import TARGETS, errors_pct, evaluate
+from .report import atomic_write_bytes
+
+# parameter -> (low, high, why these bounds)
+BOUNDS = {
+    "compute.freq_hz": (1.0e8, 5.0e8, "the chip's operating range"),
+    "compute.engine_macs_per_cycle": (8.0, 128.0, "from the cluster's GEMV rate to a 1024-bit weight port"),
+    "offchip.l3_bytes_per_s": (2.0e8, 3.2e9, "single HyperRAM (0.2 GB/s) to a wide dual-channel L3 (3.2 GB/s)"),
+    "link.link_bytes_per_s": (1.0e7, 2.0e9, "from SPI-class to a 16-lane LVDS chip-to-chip link"),
+    "link.link_latency_s": (1.0e-7, 5.0e-5, "from a hardware link to a software-driven transfer"),
+    "power.active_w": (0.02, 0.40, "an 8-core 16 nm cluster; one Siracusa running a Llama draws ~0.167 W"),
+    "energy.l3_pj_per_byte": (0.5, 200.0, "from an idealized on-package memory to board-level HyperRAM"),
+}
+# reduced run lengths while fitting (the table itself uses the full paper settings)
+FIT_RUNS = {"tinyllama-42m": dict(gen_tokens=8), "tinyllama-scaled": dict(gen_tokens=2)}
+PRESET_DIR = DATA_DIR / "presets"
+GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+def apply(chip, topo, values: dict):
+    return with_overrides(chip, topo, [f"{k}={v!r}" for k, v in values.items()])
+
+
+def load_preset(name: str) -> dict:
+    """Preset file: {"hw":..., "topology":..., "fitted": {param: value}, ...}."""
+    path = Path(name) if name.endswith(".toml") else PRESET_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+        raise UserError(f"unknown preset {name!r}; known: {', '.join(known) or 'none'}")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML: {e}") from None
+    unknown = sorted(set(table.get("fitted", {})) - set(BOUNDS))
+    if unknown:
+        raise UserError(f"{path}: [fitted] has unknown parameter(s) {', '.join(unknown)}")
+    return table
+
+
+def objective(chip, topo, values: dict, runs_over=FIT_RUNS) -> tuple[float, dict]:
+    c, t = apply(chip, topo, values)
+    ours, _ = evaluate(c, t, **runs_over)
+    pub = {x.id: x.published for x in TARGETS}
+    return sum(math.log(ours[k] / pub[k]) ** 2 for k in pub), ours
+
+
+def start_values(chip, topo, preset: dict | None = None) -> dict:
+    cur = {}
+    for k, (lo, hi, _) in BOUNDS.items():
+        sec, key = k.split(".")
+        v = float(getattr(topo, key) if sec == "link" else getattr(getattr(chip, sec), key))
+        if preset and k in preset:
+            v = float(preset[k])
+        cur[k] = min(max(v, lo), hi)
+    return cur
+
+
+def nelder_mead(chip, topo, cur: dict, iters: int, log=print) -> tuple[dict, float]:
+    """Nelder-Mead on the bounds-normalized log parameters (clipped to [0, 1])."""
+    keys = list(BOUNDS)
+    lo = [math.log(BOUNDS[k][0]) for k in keys]
+    hi = [math.log(BOUNDS[k][1]) for k in keys]
+    to_u = lambda v: [(math.log(v[k]) - lo[i]) / (hi[i] - lo[i]) for i, k in enumerate(keys)]   # noqa: E731
+    to_v = lambda u: {k: float(f"{math.exp(lo[i] + min(max(u[i], 0.0), 1.0) * (hi[i] - lo[i])):.4g}")  # noqa: E731
+                      for i, k in enumerate(keys)}
+    cache = {}
+
+    def f(u):
+        v = to_v(u)
+        key = tuple(v.values())
+        if key not in cache:
+            cache[key] = objective(chip, topo, v)[0]
+        return cache[key]
+    u0 = to_u(cur)
+    simplex = [u0] + [[x + (0.15 if j == i else 0.0) for j, x in enumerate(u0)] for i in range(len(keys))]
+    simplex = [[min(max(x, 0.0), 1.0) for x in u] for u in simplex]
+    vals = [f(u) for u in simplex]
+    for it in range(iters):
+        order = sorted(range(len(simplex)), key=lambda i: vals[i])
+        simplex, vals = [simplex[i] for i in order], [vals[i] for i in order]
+        n = len(keys)
+        cen = [sum(u[j] for u in simplex[:-1]) / n for j in range(n)]
+        refl = [c + (c - w) for c, w in zip(cen, simplex[-1])]
+        fr = f(refl)
+        if fr < vals[0]:
+            exp_ = [c + 2 * (c - w) for c, w in zip(cen, simplex[-1])]
+            fe = f(exp_)
+            simplex[-1], vals[-1] = (exp_, fe) if fe < fr else (refl, fr)
+        elif fr < vals[-2]:
+            simplex[-1], vals[-1] = refl, fr
+        else:
+            con = [c + 0.5 * (w - c) for c, w in zip(cen, simplex[-1])]
+            fc = f(con)
+            if fc < vals[-1]:
+                simplex[-1], vals[-1] = con, fc
+            else:
+                simplex = [simplex[0]] + [[b + 0.5 * (x - b) for b, x in zip(simplex[0], u)] for u in simplex[1:]]
+                vals = [vals[0]] + [f(u) for u in simplex[1:]]
+        if it % 10 == 0:
+            log(f"nelder-mead {it}: objective {min(vals):.4f}")
+    i = min(range(len(vals)), key=lambda i: vals[i])
+    return to_v(simplex[i]), vals[i]
+
+
+def fit(hw: str = "siracusa", topology: str = "siracusa-boards", sweeps: int = 2, steps: int = 8,
+        log=print, start: dict | None = None, nm_iters: int = 0) -> tuple[dict, dict]:
+    chip, topo = load_chip(hw), load_topology(topology)
+    cur = start_values(chip, topo, start)
+    best, _ = objective(chip, topo, cur)
+    log(f"start: objective {best:.4f}")
+    if nm_iters:
+        cur, best = nelder_mead(chip, topo, cur, nm_iters, log)
+    for sweep in range(sweeps):
+        for k, (lo, hi, _) in BOUNDS.items():
+            a, b = math.log(lo), math.log(hi)
+            cache = {}
+
+            def f(x):
+                if x not in cache:
+                    cache[x] = objective(chip, topo, cur | {k: math.exp(x)})[0]
+                return cache[x]
+            c, d = b - GOLDEN * (b - a), a + GOLDEN * (b - a)
+            for _ in range(steps):
+                if f(c) < f(d):
+                    b, d = d, c
+                    c = b - GOLDEN * (b - a)
+                else:
+                    a, c = c, d
+                    d = a + GOLDEN * (b - a)
+            x = min(cache, key=cache.get)
+            if cache[x] < best:
+                best, cur[k] = cache[x], float(f"{math.exp(x):.4g}")
+                best = objective(chip, topo, cur)[0]
+            log(f"sweep {sweep + 1}: {k} = {cur[k]:.4g}  objective {best:.4f}")
+    return cur, {"objective": best}
+
+
+def write_preset(path, hw: str, topology: str, values: dict, table: dict, seconds: float):
+    lines = [f"# Written by `python -m mcu_emul calibrate` on {datetime.date.today().isoformat()} "
+             f"in {seconds:.0f} s: the fitted parameters",
+             "# of the hardware and link descriptions, fitted to the paper targets T1-T7 with the dry-run",
+             "# model (objective: sum of squared log errors). Bounds and their reasons in [bounds].",
+             f'hw = "{hw}"', f'topology = "{topology}"', "", "[fitted]"]
+    lines += [f'"{k}" = {v!r}' for k, v in values.items()]
+    lines += ["", "[bounds]"]
+    lines += [f'"{k}" = [{lo!r}, {hi!r}, "{why}"]' for k, (lo, hi, why) in BOUNDS.items()]
+    lines += ["", "# error of each target with this preset, % (full paper run settings)", "[error_pct]"]
+    lines += [f"{k} = {v:.2f}" for k, v in table.items()]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def calibrate_cmd(hw: str, topology: str, out: str | None, sweeps: int, start: str | None = None,
+                  nm_iters: int = 60) -> int:
+    t0 = time.perf_counter()
+    values, info = fit(hw, topology, sweeps=sweeps, nm_iters=nm_iters,
+                       start=load_preset(start).get("fitted") if start else None)
+    chip, topo = apply(load_chip(hw), load_topology(topology), values)
+    ours, _ = evaluate(chip, topo)
+    err = errors_pct(ours)
+    print(f"fitted {len(values)} parameters to {len(TARGETS)} targets:")
+    for k, v in values.items():
+        lo, hi, _ = BOUNDS[k]
+        print(f"  {k:34s} {v:12.4g}   bounds [{lo:.3g}, {hi:.3g}]")
+    print("residual per target (full paper run settings):")
+    pub = {t.id: t for t in TARGETS}
+    for k, e in err.items():
+        print(f"  {k}  ours {ours[k]:10.4g}  published {pub[k].published:8.4g} {pub[k].unit:3s}  error {e:+7.1f}%")
+    path = Path(out) if out else PRESET_DIR / "siracusa-paper.toml"
+    write_preset(path, hw, topology, values, err, time.perf_counter() - t0)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,108 @@
+"""Cycle, byte and energy costs: pure functions of shapes and the hardware description.
+
+A kernel's time is set by the slowest of its compute, its on-chip data movement (L2 -> L1 DMA)
+and, for a weight streamed from off-chip L3, the off-chip transfer (hidden behind compute when
+`l3_overlaps_compute`, else added). Cycles are integers so that every run, real or dry, adds
+up the same numbers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .config import ChipSpec, Topology
+
+WEIGHT_MEM, L2, L3 = "weight_mem", "l2", "l3"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Cycles by category and bytes moved by one kernel."""
+    compute: int = 0
+    onchip: int = 0          # stall on L2 <-> L1 DMA beyond compute
+    offchip: int = 0         # stall on L3 beyond compute and DMA
+    onchip_bytes: int = 0
+    offchip_bytes: int = 0
+    macs: int = 0
+
+    @property
+    def cycles(self) -> int:
+        return self.compute + self.onchip + self.offchip
+
+
+def _ceil(x: float) -> int:
+    return int(math.ceil(x - 1e-9))
+
+
+def matmul(hw: ChipSpec, m: int, n: int, k: int, where: str) -> Cost:
+    """Y(m, n) = X(m, k) W(n, k)^T with int8 W held in `where` (weight_mem, l2 or l3).
+
+    Weights in the weight memory feed the neural engine directly; weights in L2 (or streamed
+    from L3) are computed by the cluster and pass through L1 by DMA.
+    """
+    c, macs, wbytes = hw.compute, m * n * k, n * k
+    act_bytes = m * k + 4 * m * n                           # int8 in, int32 out
+    if where == WEIGHT_MEM:
+        rate, dma_bytes = c.engine_macs_per_cycle, act_bytes
+    else:
+        rate = c.cluster_gemv_macs_per_cycle if m == 1 else c.cluster_gemm_macs_per_cycle
+        dma_bytes = act_bytes + wbytes
+    compute = _ceil(macs / rate) + c.kernel_overhead_cycles
+    dma = _ceil(dma_bytes / hw.dma.l2_l1_bytes_per_cycle)
+    onchip = max(0, dma - compute)
+    offchip, off_bytes = 0, 0
+    if where == L3:
+        off_bytes = wbytes
+        l3 = _ceil(wbytes * c.freq_hz / hw.offchip.l3_bytes_per_s) + hw.offchip.l3_latency_cycles
+        offchip = max(0, l3 - compute - onchip) if hw.offchip.l3_overlaps_compute else l3
+    return Cost(compute, onchip, offchip, dma_bytes, off_bytes, macs)
+
+
+def attention(hw: ChipSpec, heads: int, m: int, t: int, hd: int) -> Cost:
+    """Scores (m x t per head, reduction hd) and P V (m x hd, reduction t); KV in L2."""
+    a, b = matmul(hw, m, t, hd, L2), matmul(hw, m, hd, t, L2)
+    return Cost(heads * (a.compute + b.compute), heads * (a.onchip + b.onchip), 0,
+                heads * (a.onchip_bytes + b.onchip_bytes), 0, heads * (a.macs + b.macs))
+
+
+def elementwise(hw: ChipSpec, n: int) -> Cost:
+    """n elements of an integer elementwise kernel (norm, softmax, requant, RoPE, add)."""
+    return Cost(compute=_ceil(n / hw.compute.elementwise_per_cycle) + hw.compute.kernel_overhead_cycles)
+
+
+def row_fetch(hw: ChipSpec, nbytes: int, where: str) -> Cost:
+    """Fetch embedding rows (nbytes) into L1; from L3 when the table is off chip."""
+    dma = _ceil(nbytes / hw.dma.l2_l1_bytes_per_cycle)
+    if where == L3:
+        l3 = _ceil(nbytes * hw.compute.freq_hz / hw.offchip.l3_bytes_per_s) + hw.offchip.l3_latency_cycles
+        return Cost(onchip=dma, offchip=l3, onchip_bytes=nbytes, offchip_bytes=nbytes)
+    return Cost(onchip=dma, onchip_bytes=nbytes)
+
+
+def link_cycles(hw: ChipSpec, topo: Topology, nbytes: int, level: int) -> tuple[int, int]:
+    """(serialization cycles at the sender, latency cycles) of one message on a `level` link."""
+    bw = topo.link_bytes_per_s * (topo.upper_bandwidth_factor if level > 0 else 1.0)
+    lat = topo.link_latency_s * (topo.upper_latency_factor if level > 0 else 1.0)
+    f = hw.compute.freq_hz
+    return _ceil(nbytes * f / bw), _ceil(lat * f)
+
+
+CATEGORIES = ("compute", "onchip", "offchip", "link", "idle")
+
+
+def energy_mj(hw: ChipSpec, topo: Topology, cycles: dict, nbytes: dict) -> dict:
+    """Energy by category (mJ) from a chip's cycle and byte counters.
+
+    Compute time at active power. Every stall (waiting on L2 DMA, on L3, on a link that the
+    DMA drives, or on another chip) at idle power: the cluster is clock-gated while it waits.
+    Plus energy per byte of L2, L3 and link traffic.
+    """
+    f, pa, pi = hw.compute.freq_hz, hw.power.active_w, hw.power.idle_w
+    mj = 1e3
+    return {
+        "compute": pa * cycles["compute"] / f * mj,
+        "onchip": (pi * cycles["onchip"] / f + hw.energy.l2_pj_per_byte * 1e-12 * nbytes["onchip"]) * mj,
+        "offchip": (pi * cycles["offchip"] / f + hw.energy.l3_pj_per_byte * 1e-12 * nbytes["offchip"]) * mj,
+        "link": (pi * cycles["link"] / f + topo.link_pj_per_byte * 1e-12 * nbytes["link"]) * mj,
+        "idle": pi * cycles["idle"] / f * mj,
+    }

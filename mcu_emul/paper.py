@@ -1,0 +1,152 @@
+"""The paper's table (Bochem et al., DATE 2025): configurations, targets, ours vs published."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .chip import RunSpec, run_chip
+from .config import ChipSpec, Topology
+from .report import figures
+from .transport import run_virtual
+
+# Run settings behind the figures (not published; ours): TinyLlama decode of prompt [1] and
+# 32 greedy tokens, figures averaged per token over KV positions 0..31; the scaled model the
+# same with 8 tokens; MobileBERT one inference of 128 tokens.
+PAPER_RUN = {
+    "tinyllama-42m": dict(prompt_ids=[1], gen_tokens=32),
+    "tinyllama-scaled": dict(prompt_ids=[1], gen_tokens=8),
+    "mobilebert": dict(seq_len=128),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    id: str
+    what: str
+    published: float
+    unit: str
+
+
+TARGETS = (
+    Target("T1", "TinyLlama-42M latency per token, 8 chips", 0.54, "ms"),
+    Target("T2", "TinyLlama-42M energy per token, 8 chips", 0.64, "mJ"),
+    Target("T3", "TinyLlama-42M speed-up, 8 vs 1 chip", 26.1, "x"),
+    Target("T4", "TinyLlama-42M energy-delay-product gain, 8 vs 1 chip", 27.2, "x"),
+    Target("T5", "scaled TinyLlama speed-up, 64 vs 1 chip", 60.1, "x"),
+    Target("T6", "MobileBERT latency per inference, 4 chips", 38.8, "ms"),
+    Target("T7", "MobileBERT speed-up, 4 vs 1 chip", 4.7, "x"),
+)
+
+CURVES = {"tinyllama-42m": (1, 2, 4, 8), "mobilebert": (1, 2, 3, 4),
+          "tinyllama-scaled": (1, 2, 4, 8, 16, 32, 64)}
+TARGET_RUNS = {"tinyllama-42m": (1, 8), "mobilebert": (1, 4), "tinyllama-scaled": (1, 64)}
+
+
+def run_spec(model: str, chip: ChipSpec, topo: Topology, dry: bool, weights: str = "", **over) -> RunSpec:
+    kw = dict(PAPER_RUN[model]) | over
+    return RunSpec(model=model, weights=weights, chip=chip, topology=topo, dry_run=dry, **kw)
+
+
+def dry_figures(model: str, chips: int, chip: ChipSpec, topo: Topology, **over) -> dict:
+    """Figures of one configuration from a dry run (in-process ranks, no numerics)."""
+    spec = run_spec(model, chip, topo, True, **over)
+    res = run_virtual(chips, lambda t: run_chip(spec, t))[0]
+    return figures(res) | {"chips": chips, "placement": res["placement"], "per_chip": res["chips"]}
+
+
+def ours(fig: dict) -> dict:
+    """Our value of each target from figures keyed by (model, chips)."""
+    tl1, tl8 = fig[("tinyllama-42m", 1)], fig[("tinyllama-42m", 8)]
+    mb1, mb4 = fig[("mobilebert", 1)], fig[("mobilebert", 4)]
+    s1, s64 = fig[("tinyllama-scaled", 1)], fig[("tinyllama-scaled", 64)]
+    return {
+        "T1": tl8["latency_ms"], "T2": tl8["energy_mj"],
+        "T3": tl1["latency_ms"] / tl8["latency_ms"], "T4": tl1["edp_mj_ms"] / tl8["edp_mj_ms"],
+        "T5": s1["latency_ms"] / s64["latency_ms"],
+        "T6": mb4["latency_ms"], "T7": mb1["latency_ms"] / mb4["latency_ms"],
+    }
+
+
+def evaluate(chip: ChipSpec, topo: Topology, runs=TARGET_RUNS, **over_by_model) -> tuple[dict, dict]:
+    fig = {}
+    for model, counts in runs.items():
+        for n in counts:
+            fig[(model, n)] = dry_figures(model, n, chip, topo, **over_by_model.get(model, {}))
+    return ours(fig), fig
+
+
+def errors_pct(values: dict) -> dict:
+    pub = {t.id: t.published for t in TARGETS}
+    return {k: 100.0 * (v - pub[k]) / pub[k] for k, v in values.items()}
+
+
+def real_figures(model: str, chips: int, preset: str, tmpdir) -> dict:
+    """Figures of one configuration from a real run: `mpiexec -n chips python -m mcu_emul run`."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    js = Path(tmpdir) / f"{model}-{chips}.json"
+    kw = PAPER_RUN[model]
+    args = ["run", "--model", model, "--json", str(js), "--quiet", "--preset", preset]
+    if "gen_tokens" in kw:
+        args += ["--gen-tokens", str(kw["gen_tokens"]), "--prompt-ids", ",".join(map(str, kw["prompt_ids"]))]
+    else:
+        args += ["--seq-len", str(kw["seq_len"])]
+    cmd = [sys.executable, "-m", "mcu_emul", *args]
+    if chips > 1:
+        mpiexec = Path(sys.executable).parent / "mpiexec"
+        cmd = [str(mpiexec) if mpiexec.exists() else "mpiexec", "-n", str(chips), *cmd]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    if p.returncode != 0:
+        from .errors import UserError
+        raise UserError(f"paper run {model} on {chips} chips failed: {p.stderr.strip().splitlines()[-1:]}")
+    r = json.loads(js.read_text())
+    return {"latency_ms": r["latency_ms"], "energy_mj": r["energy_mj"], "edp_mj_ms": r["edp_mj_ms"],
+            "energy_mj_by_category": r["energy_mj_by_category"], "chips": chips, "placement": r["placement"],
+            "offchip_bytes": r["offchip_bytes"], "link_bytes": r["link_bytes"]}
+
+
+def paper_cmd(dry: bool, preset: str, out: str | None) -> int:
+    import tempfile
+    import time
+    from .cli import hardware
+    from .report import atomic_write_bytes
+    import json
+    t0 = time.perf_counter()
+    chip, topo = hardware("siracusa", "siracusa-boards", preset, [])
+    fig = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for model, counts in CURVES.items():
+            for n in counts:
+                if dry:
+                    f = dry_figures(model, n, chip, topo)
+                    f.pop("per_chip")
+                else:
+                    f = real_figures(model, n, preset, tmp)
+                fig[(model, n)] = f
+    vals = ours(fig)
+    err = errors_pct(vals)
+    mode = "dry run (analytic counters)" if dry else "real MPI runs"
+    print(f"mcu_emul paper: {mode}, preset {preset}, {time.perf_counter() - t0:.1f} s")
+    print(f"  {'id':3s} {'figure':54s} {'ours':>10s} {'published':>10s} {'error':>8s}")
+    for t in TARGETS:
+        print(f"  {t.id:3s} {t.what + ' (' + t.unit + ')':54s} {vals[t.id]:10.4g} {t.published:10.4g} {err[t.id]:+7.1f}%")
+    curves = {}
+    for model, counts in CURVES.items():
+        base = fig[(model, 1)]["latency_ms"]
+        curves[model] = [{"chips": n, "latency_ms": fig[(model, n)]["latency_ms"],
+                          "energy_mj": fig[(model, n)]["energy_mj"], "speedup": base / fig[(model, n)]["latency_ms"],
+                          "placement": fig[(model, n)]["placement"],
+                          "energy_mj_by_category": fig[(model, n)]["energy_mj_by_category"]} for n in counts]
+        print(f"  speed-up {model}: " + ", ".join(f"{c['chips']}: {c['speedup']:.2f}x ({c['placement'][:4]})"
+                                                 for c in curves[model]))
+    if out:
+        doc = {"schema": "mcu_emul.paper/1", "mode": "dry-run" if dry else "mpi", "preset": preset,
+               "run_settings": PAPER_RUN,
+               "targets": [{"id": t.id, "what": t.what, "unit": t.unit, "published": t.published,
+                            "ours": vals[t.id], "error_pct": err[t.id]} for t in TARGETS],
+               "curves": curves}
+        atomic_write_bytes(out, (json.dumps(doc, indent=2) + "\n").encode())
+        print(f"  wrote {out}")
+    return 0

@@ -1,0 +1,125 @@
+"""Cost model: pure cost functions, emulated clocks, dry run == real run, sanity that can fail."""
+import dataclasses
+
+import pytest
+
+from mcu_emul import costs
+from mcu_emul.chip import RunSpec, run_chip
+from mcu_emul.config import load_chip, load_topology, with_overrides
+from mcu_emul.transport import run_virtual
+
+CHIP, TOPO = load_chip(), load_topology()
+COUNTERS = ("cycles", "busy_cycles", "idle_cycles", "cycles_by_category", "energy_mj", "energy_mj_by_category",
+            "offchip_bytes", "onchip_dma_bytes", "link_bytes", "macs", "messages_sent", "weight_bytes_by_place")
+
+
+def run(model, n, weights="", dry=True, chip=CHIP, topo=TOPO, **kw):
+    spec = RunSpec(model=model, weights=weights, chip=chip, topology=topo, dry_run=dry, **kw)
+    return run_virtual(n, lambda t: run_chip(spec, t))[0]
+
+
+def counters(res):
+    return [{k: c[k] for k in COUNTERS} for c in res["chips"]]
+
+
+@pytest.mark.parametrize("model,counts,kw", [("tinyllama-tiny", (1, 2, 3, 8), dict(gen_tokens=5, prompt_ids=[2, 3])),
+                                             ("tinyllama-tiny-gqa", (1, 4), dict(gen_tokens=3)),
+                                             ("mobilebert-tiny", (1, 2, 4), dict(seq_len=20))])
+def test_dry_run_equals_real_run(tiny_weights, model, counts, kw):
+    for n in counts:
+        for alg in ("hierarchical", "ring"):
+            real = run(model, n, tiny_weights[model], dry=False, allreduce=alg, **kw)
+            dry = run(model, n, dry=True, allreduce=alg, **kw)
+            assert counters(real) == counters(dry), (n, alg)
+
+
+def test_matmul_cost_mechanism():
+    c = CHIP
+    wm = costs.matmul(c, 1, 512, 512, costs.WEIGHT_MEM)
+    l2 = costs.matmul(c, 1, 512, 512, costs.L2)
+    l3 = costs.matmul(c, 1, 512, 512, costs.L3)
+    assert wm.macs == l2.macs == 512 * 512
+    assert l2.onchip > 0                      # GEMV from L2 is DMA-bound at 8 B/cycle < 12.8 MAC/cycle
+    assert l3.offchip_bytes == 512 * 512 and l3.cycles > l2.cycles
+    assert wm.offchip == l2.offchip == 0
+    slow = dataclasses.replace(c, offchip=dataclasses.replace(c.offchip, l3_overlaps_compute=False))
+    assert costs.matmul(slow, 1, 512, 512, costs.L3).cycles > l3.cycles
+    assert costs.elementwise(c, 800).compute == 100 + c.compute.kernel_overhead_cycles
+
+
+def test_clock_waits_for_slower_sender():
+    from mcu_emul.counters import ChipClock
+    a, b = ChipClock(CHIP, TOPO, 0), ChipClock(CHIP, TOPO, 1)
+    a.charge(costs.Cost(compute=10_000))
+    arrival = a.send(2048, 1)
+    ser, lat = costs.link_cycles(CHIP, TOPO, 2048, 0)
+    assert arrival == 10_000 + ser + lat
+    b.receive(arrival)
+    assert b.now == arrival and b.cycles["idle"] == arrival
+    b.receive(5)                                   # data already there: no wait
+    assert b.cycles["idle"] == arrival
+
+
+def test_energy_is_sum_of_categories():
+    r = run("tinyllama-tiny", 3, gen_tokens=4)
+    for c in r["chips"]:
+        assert c["energy_mj"] == pytest.approx(sum(c["energy_mj_by_category"].values()), rel=1e-12)
+        assert c["cycles"] == sum(c["cycles_by_category"].values())
+        assert c["busy_cycles"] + c["idle_cycles"] == c["cycles"]
+
+
+def test_faster_links_never_slow_a_run():
+    for model, n, kw in (("tinyllama-tiny", 8, dict(gen_tokens=3)), ("mobilebert-tiny", 4, dict(seq_len=16)),
+                         ("tinyllama-tiny", 5, dict(gen_tokens=3, allreduce="ring"))):
+        base = None
+        for bw in (1e7, 2e7, 4e7, 1e8, 1e9):
+            topo = dataclasses.replace(TOPO, link_bytes_per_s=bw)
+            lat = max(c["cycles"] for c in run(model, n, topo=topo, **kw)["chips"])
+            assert base is None or lat <= base, (model, n, bw)
+            base = lat
+
+
+def test_more_chips_never_more_weight_bytes_and_faster_here():
+    prev_w, prev_lat = None, None
+    for n in (1, 2, 4, 8):
+        r = run("tinyllama-42m", n, gen_tokens=2)
+        w = sum(c["weight_bytes"] for c in r["chips"])
+        assert prev_w is None or w <= prev_w
+        prev_w = w
+
+
+def test_waiting_longer_costs_more_idle_energy():
+    slow = dataclasses.replace(TOPO, link_latency_s=TOPO.link_latency_s * 10)
+    fast = run("tinyllama-tiny", 4, gen_tokens=3)
+    late = run("tinyllama-tiny", 4, gen_tokens=3, topo=slow)
+    for a, b in zip(fast["chips"], late["chips"]):
+        assert b["idle_cycles"] > a["idle_cycles"]
+        assert b["energy_mj_by_category"]["idle"] > a["energy_mj_by_category"]["idle"]
+    # and within one run, the chip that waited more has more idle energy
+    chips = sorted(late["chips"], key=lambda c: c["idle_cycles"])
+    assert chips[0]["energy_mj_by_category"]["idle"] < chips[-1]["energy_mj_by_category"]["idle"]
+
+
+def test_superlinear_speedup_comes_from_offchip_streaming():
+    r1, r8 = run("tinyllama-42m", 1, gen_tokens=2), run("tinyllama-42m", 8, gen_tokens=2)
+    assert r1["placement"] == "stream" and r8["placement"] == "stationary"
+    assert r1["chips"][0]["offchip_bytes"] > 30e6 and all(c["offchip_bytes"] == 0 for c in r8["chips"])
+    lat1 = r1["chips"][0]["cycles"]
+    lat8 = max(c["cycles"] for c in r8["chips"])
+    # off-chip stalls plus on-chip DMA of streamed weights are most of the one-chip time
+    c1 = r1["chips"][0]["cycles_by_category"]
+    assert c1["offchip"] + c1["onchip"] > 0.3 * lat1
+    assert lat1 / lat8 > 8
+
+
+def test_costs_independent_of_host_load():
+    a = counters(run("tinyllama-tiny", 4, gen_tokens=3))
+    b = counters(run("tinyllama-tiny", 4, gen_tokens=3))
+    assert a == b
+
+
+def test_overrides_change_costs():
+    c2, _ = with_overrides(CHIP, TOPO, ["compute.freq_hz=7.2e8"])
+    a = run("tinyllama-tiny", 2, gen_tokens=2)
+    b = run("tinyllama-tiny", 2, gen_tokens=2, chip=c2)
+    assert a["chips"][0]["cycles"] != b["chips"][0]["cycles"] or a["freq_hz"] != b["freq_hz"]
