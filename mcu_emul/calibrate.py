@@ -120,12 +120,19 @@ def nelder_mead(chip, topo, cur: dict, iters: int, log=print) -> tuple[dict, flo
 
 def fit(hw: str = "siracusa", topology: str = "siracusa-boards", sweeps: int = 2, steps: int = 8,
         log=print, start: dict | None = None, nm_iters: int = 0) -> tuple[dict, dict]:
+    """Coordinate descent (`sweeps`), then Nelder-Mead (`nm_iters`), then one more sweep."""
     chip, topo = load_chip(hw), load_topology(topology)
     cur = start_values(chip, topo, start)
     best, _ = objective(chip, topo, cur)
     log(f"start: objective {best:.4f}")
+    cur, best = _sweeps(chip, topo, cur, best, sweeps, steps, log)
     if nm_iters:
         cur, best = nelder_mead(chip, topo, cur, nm_iters, log)
+        cur, best = _sweeps(chip, topo, cur, best, 1, steps, log)
+    return cur, {"objective": best}
+
+
+def _sweeps(chip, topo, cur, best, sweeps, steps, log):
     for sweep in range(sweeps):
         for k, (lo, hi, _) in BOUNDS.items():
             a, b = math.log(lo), math.log(hi)
@@ -148,11 +155,11 @@ def fit(hw: str = "siracusa", topology: str = "siracusa-boards", sweeps: int = 2
                 best, cur[k] = cache[x], float(f"{math.exp(x):.4g}")
                 best = objective(chip, topo, cur)[0]
             log(f"sweep {sweep + 1}: {k} = {cur[k]:.4g}  objective {best:.4f}")
-    return cur, {"objective": best}
+    return cur, best
 
 
-def write_preset(path, hw: str, topology: str, values: dict, table: dict, seconds: float):
-    lines = [f"# Written by `python -m mcu_emul calibrate` on {datetime.date.today().isoformat()} "
+def write_preset(path, hw: str, topology: str, values: dict, table: dict, seconds: float, how: str = ""):
+    lines = [f"# Written by `python -m mcu_emul calibrate{how}` on {datetime.date.today().isoformat()} "
              f"in {seconds:.0f} s: the fitted parameters",
              "# of the hardware and link descriptions, fitted to the paper targets T1-T7 with the dry-run",
              "# model (objective: sum of squared log errors). Bounds and their reasons in [bounds].",
@@ -165,8 +172,8 @@ def write_preset(path, hw: str, topology: str, values: dict, table: dict, second
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
-def calibrate_cmd(hw: str, topology: str, out: str | None, sweeps: int, start: str | None = None,
-                  nm_iters: int = 60) -> int:
+def calibrate_cmd(hw: str, topology: str, out: str | None, sweeps: int = 2, start: str | None = None,
+                  nm_iters: int = 80) -> int:
     t0 = time.perf_counter()
     values, info = fit(hw, topology, sweeps=sweeps, nm_iters=nm_iters,
                        start=load_preset(start).get("fitted") if start else None)
@@ -182,6 +189,8 @@ def calibrate_cmd(hw: str, topology: str, out: str | None, sweeps: int, start: s
     for k, e in err.items():
         print(f"  {k}  ours {ours[k]:10.4g}  published {pub[k].published:8.4g} {pub[k].unit:3s}  error {e:+7.1f}%")
     path = Path(out) if out else PRESET_DIR / "siracusa-paper.toml"
-    write_preset(path, hw, topology, values, err, time.perf_counter() - t0)
+    how = "" if (sweeps, start, nm_iters) == (2, None, 80) else f" --sweeps {sweeps} --nm-iters {nm_iters}" + (
+        f" --start {start}" if start else "")
+    write_preset(path, hw, topology, values, err, time.perf_counter() - t0, how)
     print(f"wrote {path}")
     return 0

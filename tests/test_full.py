@@ -11,7 +11,8 @@ TL_WEIGHT_BYTES = 25_296_896 + 16_384_000      # block weights + tied embedding,
 
 def _run(tmp_path, weights, model, *extra, n=None, name="r"):
     js = tmp_path / f"{name}.json"
-    p = run_cli(["run", "--model", model, "--weights", weights, "--json", js, "--quiet", *extra], n=n, timeout=300)
+    wargs = ["--weights", weights] if weights else []
+    p = run_cli(["run", "--model", model, *wargs, "--json", js, "--quiet", *extra], n=n, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     return json.loads(js.read_text())
 
@@ -57,3 +58,20 @@ def test_mobilebert_bit_exact_mpi(full_weights, tmp_path):
     for n in (2, 3, 4):
         r = _run(tmp_path, w, m, n=n, name=f"n{n}")
         assert r["output_sha256"] == ref["output_sha256"], n
+
+
+COUNTERS = ("cycles", "busy_cycles", "idle_cycles", "cycles_by_category", "energy_mj", "energy_mj_by_category",
+            "offchip_bytes", "onchip_dma_bytes", "link_bytes", "macs", "messages_sent")
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("model,counts,extra", [("tinyllama-42m", (1, 2, 4, 8), ["--gen-tokens", "4"]),
+                                                ("mobilebert", (1, 2, 4), ["--seq-len", "64"])])
+def test_dry_run_counters_equal_mpi_run(full_weights, tmp_path, model, counts, extra):
+    for n in counts:
+        real = _run(tmp_path, full_weights[model], model, *extra, n=n if n > 1 else None, name=f"real{n}")
+        dry = _run(tmp_path, "", model, "--dry-run", "--chips", str(n), *extra, name=f"dry{n}") if n > 1 else \
+            _run(tmp_path, "", model, "--dry-run", *extra, name=f"dry{n}")
+        for a, b in zip(real["per_chip"], dry["per_chip"]):
+            assert {k: a[k] for k in COUNTERS} == {k: b[k] for k in COUNTERS}, (model, n, a["rank"])
+        assert (real["latency_ms"], real["energy_mj"]) == (dry["latency_ms"], dry["energy_mj"])
