@@ -30,6 +30,8 @@ def main() -> None:
         code = e.exit_code
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:                    # output piped into `head`: not an error
+        code = 0
     except BaseException as e:  # noqa: BLE001
         if isinstance(e, SystemExit):
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

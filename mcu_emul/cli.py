@@ -111,8 +111,8 @@ def cmd_run(a, transport_factory):
     chip, topo = hardware(a.hw, a.topology, a.preset, a.set)
     if chip.compute is None:
         raise UserError(f"hardware description {a.hw!r} has only [memory]: costs need every section")
-    if a.dry_run and a.check_float:
-        raise UserError("--check-float needs the numerics: drop --dry-run")
+    if a.dry_run and (a.check_float or a.save_logits):
+        raise UserError("--check-float and --save-logits need the numerics: drop --dry-run")
     t = transport_factory()
     if a.dry_run and t is not None:          # under mpirun: rank 0 emulates the world size in-process
         if t.rank != 0:

@@ -228,6 +228,7 @@ class Topology:
     link_pj_per_byte: float = 100.0
     upper_bandwidth_factor: float = 0.5
     upper_latency_factor: float = 2.0
+    link_ports: str = "per_peer"
     note: str = ""
     origin: dict = field(default_factory=dict)
 
@@ -235,6 +236,8 @@ class Topology:
         object.__setattr__(self, "group_sizes", tuple(self.group_sizes))
         _check(all(isinstance(g, int) and g >= 2 for g in self.group_sizes), f"topology '{self.name}'",
                f"group_sizes must be integers >= 2, got {list(self.group_sizes)!r}")
+        _check(self.link_ports in ("per_peer", "single"), f"topology '{self.name}'",
+               f"link_ports must be 'per_peer' or 'single', got {self.link_ports!r}")
         for k in ("link_bytes_per_s", "upper_bandwidth_factor"):
             _check(getattr(self, k) > 0, f"topology '{self.name}'", f"{k} must be > 0, got {getattr(self, k)!r}")
 

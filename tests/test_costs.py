@@ -51,13 +51,16 @@ def test_clock_waits_for_slower_sender():
     from mcu_emul.counters import ChipClock
     a, b = ChipClock(CHIP, TOPO, 0), ChipClock(CHIP, TOPO, 1)
     a.charge(costs.Cost(compute=10_000))
-    arrival = a.send(2048, 1)
+    arrival, transfer = a.send(2048, 1)
     ser, lat = costs.link_cycles(CHIP, TOPO, 2048, 0)
-    assert arrival == 10_000 + ser + lat
-    b.receive(arrival)
-    assert b.now == arrival and b.cycles["idle"] == arrival
-    b.receive(5)                                   # data already there: no wait
-    assert b.cycles["idle"] == arrival
+    assert (arrival, transfer) == (10_000 + ser + lat, ser + lat)
+    assert a.now == 10_000                         # DMA-driven send: the sender goes on
+    arrival2, _ = a.send(2048, 1)                  # the same link is busy: queued behind
+    assert arrival2 == arrival + ser
+    b.receive(arrival, transfer)
+    assert b.now == arrival and b.cycles["link"] == transfer and b.cycles["idle"] == arrival - transfer
+    b.receive(5, 3)                                # data already there: no wait
+    assert b.now == arrival
 
 
 def test_energy_is_sum_of_categories():
