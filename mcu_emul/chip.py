@@ -42,6 +42,7 @@ class RunSpec:
     input_seed: int = 0
     topology: Topology | None = None
     dry_run: bool = False
+    trace: bool = False
 
 
 class InjectedFailure(RuntimeError):
@@ -61,16 +62,20 @@ class Meter:
 
     def matmul(self, name: str, m: int):
         n, k = self.shapes[name]
-        self.clock.charge(costs.matmul(self.hw, m, n, k, self.where[name]))
+        label = name.split(".", 2)[2] if name.startswith("layers.") else name
+        self.clock.charge(costs.matmul(self.hw, m, n, k, self.where[name]), label)
 
     def rows(self, name: str, nbytes: int):
-        self.clock.charge(costs.row_fetch(self.hw, nbytes, self.where[name]))
+        self.clock.charge(costs.row_fetch(self.hw, nbytes, self.where[name]), f"{name} rows")
 
-    def elementwise(self, n: int):
-        self.clock.charge(costs.elementwise(self.hw, n))
+    def elementwise(self, n: int, name: str = "elementwise"):
+        self.clock.charge(costs.elementwise(self.hw, n), name)
 
     def attention(self, heads: int, m: int, t: int, hd: int):
-        self.clock.charge(costs.attention(self.hw, heads, m, t, hd))
+        self.clock.charge(costs.attention(self.hw, heads, m, t, hd), "attention")
+
+    def span(self, name: str):
+        return self.clock.span(name)
 
 
 def chip_specs(cfg: ModelConfig, n_chips: int, run_len: int) -> list[list[Spec]]:
@@ -231,6 +236,8 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     specs, arena, tensors, where = place_shard(wf, cfg, size, rank, run_len, spec.chip, placement, dry)
     weight_bytes = sum(s.nbytes for s in specs if s.category == "weights")
     clock = ChipClock(spec.chip, spec.topology, rank)
+    if spec.trace:
+        clock.trace = []
     meter = Meter(spec.chip, clock, {s.key: s.shape for s in specs if s.category == "weights"}, where)
     sync = Collectives(t, spec.allreduce, spec.topology.group_sizes, clock)
 
@@ -272,12 +279,13 @@ def run_chip(spec: RunSpec, t) -> dict | None:
                 heads=list(sl.heads), ffn=list(sl.ffn), vocab=list(sl.vocab), hidden=list(sl.hidden))
     if wf is not None:
         wf.close()
-    parts = t.gather_obj((chip, out_local))
+    parts = t.gather_obj((chip, out_local, clock.trace))
     if rank != 0:
         return None
     out = np.concatenate([p[1] for p in parts], axis=1)
+    traces = [p[2] for p in parts] if spec.trace else None
     return dict(cfg=cfg, placement=placement, chips=[p[0] for p in parts], output=out, steps=steps,
-                output_scale=out_scale, token_ids=gen, inputs=inputs, host_step_s=step_s, dry_run=dry,
+                output_scale=out_scale, token_ids=gen, inputs=inputs, host_step_s=step_s, dry_run=dry, traces=traces,
                 freq_hz=spec.chip.compute.freq_hz,
                 output_sha256=hashlib.sha256(np.ascontiguousarray(out).astype("<i2").tobytes()).hexdigest())
 

@@ -47,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--check-float", action="store_true", help="compare with the float reference")
     r.add_argument("--json", help="write the report here (JSON)")
     r.add_argument("--save-logits", help="write dequantized float32 outputs (.npy)")
+    r.add_argument("--trace", help="write a Chrome/Perfetto trace of the emulated timeline (JSON)")
     r.add_argument("--quiet", action="store_true", help="no summary on stdout")
     r.add_argument("--fail-rank", type=int, default=-1, help=argparse.SUPPRESS)
     r.add_argument("--fail-at", default="", help=argparse.SUPPRESS)
@@ -123,7 +124,8 @@ def cmd_run(a, transport_factory):
     weights = "" if a.dry_run else (a.weights or ensure_weights(a.model, a.seed, t))
     spec = RunSpec(model=a.model, weights=weights, chip=chip, prompt_ids=a.prompt_ids, gen_tokens=a.gen_tokens,
                    seq_len=a.seq_len, placement=a.placement, allreduce=a.allreduce, topology=topo,
-                   payload=a.payload, fail_rank=a.fail_rank, fail_at=a.fail_at, dry_run=a.dry_run)
+                   payload=a.payload, fail_rank=a.fail_rank, fail_at=a.fail_at, dry_run=a.dry_run,
+                   trace=bool(a.trace))
     t0 = time.perf_counter()
     if t is not None:
         res = run_chip(spec, t)
@@ -147,6 +149,10 @@ def finish_run(a, spec, res, wall) -> int:
     rep = report.build(res, spec, acc, wall)
     if a.json:
         report.write_json(a.json, rep)
+    if a.trace:
+        from .trace import write_trace
+        write_trace(a.trace, res["traces"], res["freq_hz"], {"model": rep["model"], "chips": rep["chips"],
+                                                             "latency_ms": rep["latency_ms"]})
     if a.save_logits:
         import numpy as np
         report.save_npy(a.save_logits, (res["output"].astype(np.float64) * res["output_scale"]).astype(np.float32))

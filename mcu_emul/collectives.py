@@ -39,13 +39,13 @@ class Link:
     def recv(self, source, shape, dtype):
         x, stamp = self.t.recv_msg(source, shape, dtype)
         if self.clock is not None:
-            self.clock.receive(stamp >> 24, stamp & ((1 << 24) - 1))
+            self.clock.receive(stamp >> 24, stamp & ((1 << 24) - 1), source)
         return x
 
     def reduce(self, op, a, b):
         if self.clock is not None:
             from . import costs
-            self.clock.charge(costs.elementwise(self.clock.hw, int(b.size)))
+            self.clock.charge(costs.elementwise(self.clock.hw, int(b.size)), "reduce")
         return op(a, b)
 
 
@@ -149,16 +149,23 @@ class Collectives:
         self.calls = 0
         self.payload_bytes = 0
 
-    def _run(self, buf, op):
+    def _run(self, buf, op, label):
         self.calls += 1
         self.payload_bytes += buf.nbytes
         buf = np.ascontiguousarray(buf)
+        clock = self.t.clock
+        if clock is not None and clock.trace is not None:
+            with clock.span(f"all-reduce {label}"):
+                return self._algo(buf, op)
+        return self._algo(buf, op)
+
+    def _algo(self, buf, op):
         if self.algorithm == "hierarchical":
             return hierarchical(buf, self.t, op, self.group_sizes)
         return (ring if self.algorithm == "ring" else flat)(buf, self.t, op)
 
     def sum(self, buf, label: str = ""):
-        return self._run(buf, sat_add8 if buf.dtype == np.int8 else np.add)
+        return self._run(buf, sat_add8 if buf.dtype == np.int8 else np.add, label)
 
     def max(self, buf, label: str = ""):
-        return self._run(buf, np.maximum)
+        return self._run(buf, np.maximum, label)

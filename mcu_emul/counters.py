@@ -16,13 +16,18 @@ class ChipClock:
     def __init__(self, hw: ChipSpec, topo: Topology, rank: int):
         self.hw, self.topo, self.rank = hw, topo, rank
         self.link_free = {}                    # port -> cycle at which it is free again
+        self.trace = None                      # list of events when tracing (see trace.py)
+        self._sent, self._recvd = {}, {}       # message sequence numbers per peer (flow ids)
         self.now = 0
         self.cycles = {c: 0 for c in costs.CATEGORIES}
         self.bytes = {"onchip": 0, "offchip": 0, "link": 0}
         self.macs = 0
         self.messages = 0
 
-    def charge(self, c: costs.Cost):
+    def charge(self, c: costs.Cost, name: str = "kernel"):
+        if self.trace is not None and c.cycles:
+            cat = max(("compute", "onchip", "offchip"), key=lambda k: getattr(c, k))
+            self.trace.append(("X", name, self.now, c.cycles, cat))
         self.cycles["compute"] += c.compute
         self.cycles["onchip"] += c.onchip
         self.cycles["offchip"] += c.offchip
@@ -39,17 +44,46 @@ class ChipClock:
         self.link_free[port] = start + ser
         self.bytes["link"] += nbytes
         self.messages += 1
+        if self.trace is not None:
+            seq = self._sent[dest] = self._sent.get(dest, -1) + 1
+            self.trace.append(("s", flow_id(self.rank, dest, seq), self.now, nbytes, dest))
         return start + ser + lat, ser + lat
 
-    def receive(self, arrival: int, transfer: int = 0):
+    def receive(self, arrival: int, transfer: int = 0, source: int = -1):
         if arrival > self.now:
             wait = arrival - self.now
+            if self.trace is not None:
+                self.trace.append(("X", "wait (idle)" if wait > transfer else "wait (link)", self.now, wait,
+                                   "idle" if wait > transfer else "link"))
             self.cycles["link"] += min(wait, transfer)
             self.cycles["idle"] += wait - min(wait, transfer)
             self.now = arrival
+        if self.trace is not None and source >= 0:
+            seq = self._recvd[source] = self._recvd.get(source, -1) + 1
+            self.trace.append(("f", flow_id(source, self.rank, seq), self.now, 0, source))
+
+    def span(self, name: str):
+        """Context manager: a named slice (layer, all-reduce) on this chip's timeline."""
+        return _Span(self, name)
 
     def snapshot(self) -> dict:
         return dict(now=self.now, cycles=dict(self.cycles), bytes=dict(self.bytes), macs=self.macs)
 
     def energy_mj(self) -> dict:
         return costs.energy_mj(self.hw, self.topo, self.cycles, self.bytes)
+
+
+def flow_id(src: int, dst: int, seq: int) -> int:
+    return (src * 4096 + dst) * 10_000_000 + seq
+
+
+class _Span:
+    def __init__(self, clock, name):
+        self.clock, self.name = clock, name
+
+    def __enter__(self):
+        self.start = self.clock.now
+
+    def __exit__(self, *exc):
+        if self.clock.trace is not None:
+            self.clock.trace.append(("X", self.name, self.start, self.clock.now - self.start, "span"))

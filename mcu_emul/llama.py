@@ -107,9 +107,9 @@ class LlamaChip:
 
         int32 payload: exact. int8 payload: each chip requantizes its partial to int8 at the
         calibrated scale of the full sum; hops add with int8 saturation (approximate)."""
-        self.meter.elementwise(part.size)                          # requantize + residual add
+        self.meter.elementwise(part.size, "requant + residual")
         if self.payload == "int8":
-            self.meter.elementwise(part.size)
+            self.meter.elementwise(part.size, "requant partials")
             return rq2(self.sync.sum(rq(part), f"{l}.{what}"), 32)   # int8 on the wire
         return rq(self.sync.sum(part, f"{l}.{what}"), 32)
 
@@ -125,38 +125,44 @@ class LlamaChip:
         fail("embed")
         x = K.sat16(self.sync.sum(x, "embed"))
         for l, L in enumerate(self.layers):
-            p = f"layers.{l}."
-            nq = nkv * rep
-            self.meter.elementwise(cfg.dim)                               # RMSNorm
-            h = K.rmsnorm_i(x, L["g_att"], self.eps_int)              # int8 (dim,)
-            q = L["rq_q"](self._mm(h, p + "wq")).reshape(nkv * rep, hd)
-            k = L["rq_k"](self._mm(h, p + "wk")).reshape(nkv, hd)
-            v = L["rq_v"](self._mm(h, p + "wv"))
-            self.meter.elementwise((2 * nq + 3 * nkv) * hd)              # requantize, RoPE
-            q, k = K.rope_i(q, self.cos[pos], self.sin[pos]), K.rope_i(k, self.cos[pos], self.sin[pos])
-            self.kv[0, l, pos], self.kv[1, l, pos] = k.reshape(-1), v
-            kc = self.kv[0, l, :pos + 1].reshape(pos + 1, nkv, hd).transpose(1, 2, 0)   # (nkv, hd, T)
-            vc = self.kv[1, l, :pos + 1].reshape(pos + 1, nkv, hd).transpose(1, 0, 2)   # (nkv, T, hd)
-            self.meter.attention(nq, 1, pos + 1, hd)
-            self.meter.elementwise(nq * (pos + 1) + nq * hd)           # softmax, requantize
-            sc = K.int_matmul_small(q.reshape(nkv, rep, hd), kc)    # int64 (nkv, rep, T)
-            pr = K.softmax_i(sc, L["sm"].mult, L["sm"].shift)        # uint16 Q15
-            att = L["rq_att"](K.int_matmul_small(pr, vc)).reshape(-1)   # int8 (nq*hd,)
-            fail("attention")
-            o = self._reduce(self._mm(att, p + "wo"), L["rq_o"], L.get("rq_o2"), l, "attn")
-            x = K.sat16(x.astype(np.int32) + o)
-            self.meter.elementwise(cfg.dim)
-            h = K.rmsnorm_i(x, L["g_ffn"], self.eps_int)
-            self.meter.elementwise(3 * (self.sl.ffn[1] - self.sl.ffn[0]))   # requantize, SiLU, gate
-            g = L["rq_g"](self._mm(h, p + "w1"))
-            u = L["rq_u"](self._mm(h, p + "w3"))
-            a = L["rq_a"](K.lut8(g, L["silu"]).astype(np.int32) * u)   # int8 (nf,)
-            fail("ffn")
-            d = self._reduce(self._mm(a, p + "w2"), L["rq_d"], L.get("rq_d2"), l, "ffn")
-            x = K.sat16(x.astype(np.int32) + d)
-        self.meter.elementwise(cfg.dim + 2 * (v1 - v0))               # norm, logit requant, argmax
+            with self.meter.span(f"layer {l}"):
+                x = self._layer(l, L, x, pos, fail)
+        self.meter.elementwise(cfg.dim + 2 * (v1 - v0), "final norm + logits")
         h = K.rmsnorm_i(x, self.g_final, self.eps_int)
         return self.rq_logit(self._mm(h, "tok_embedding"), 16)       # int16 (v1 - v0,)
+
+    def _layer(self, l, L, x, pos, fail):
+        cfg, hd, rep, nkv = self.cfg, self.cfg.head_dim, self.rep, self.nkv
+        p = f"layers.{l}."
+        nq = nkv * rep
+        self.meter.elementwise(cfg.dim, "rmsnorm")
+        h = K.rmsnorm_i(x, L["g_att"], self.eps_int)              # int8 (dim,)
+        q = L["rq_q"](self._mm(h, p + "wq")).reshape(nkv * rep, hd)
+        k = L["rq_k"](self._mm(h, p + "wk")).reshape(nkv, hd)
+        v = L["rq_v"](self._mm(h, p + "wv"))
+        self.meter.elementwise((2 * nq + 3 * nkv) * hd, "requant + rope")
+        q, k = K.rope_i(q, self.cos[pos], self.sin[pos]), K.rope_i(k, self.cos[pos], self.sin[pos])
+        self.kv[0, l, pos], self.kv[1, l, pos] = k.reshape(-1), v
+        kc = self.kv[0, l, :pos + 1].reshape(pos + 1, nkv, hd).transpose(1, 2, 0)   # (nkv, hd, T)
+        vc = self.kv[1, l, :pos + 1].reshape(pos + 1, nkv, hd).transpose(1, 0, 2)   # (nkv, T, hd)
+        self.meter.attention(nq, 1, pos + 1, hd)
+        self.meter.elementwise(nq * (pos + 1) + nq * hd, "softmax")
+        sc = K.int_matmul_small(q.reshape(nkv, rep, hd), kc)    # int64 (nkv, rep, T)
+        pr = K.softmax_i(sc, L["sm"].mult, L["sm"].shift)        # uint16 Q15
+        att = L["rq_att"](K.int_matmul_small(pr, vc)).reshape(-1)   # int8 (nq*hd,)
+        fail("attention")
+        o = self._reduce(self._mm(att, p + "wo"), L["rq_o"], L.get("rq_o2"), l, "attn")
+        x = K.sat16(x.astype(np.int32) + o)
+        self.meter.elementwise(cfg.dim, "rmsnorm")
+        h = K.rmsnorm_i(x, L["g_ffn"], self.eps_int)
+        self.meter.elementwise(3 * (self.sl.ffn[1] - self.sl.ffn[0]), "silu gate")
+        g = L["rq_g"](self._mm(h, p + "w1"))
+        u = L["rq_u"](self._mm(h, p + "w3"))
+        a = L["rq_a"](K.lut8(g, L["silu"]).astype(np.int32) * u)   # int8 (nf,)
+        fail("ffn")
+        d = self._reduce(self._mm(a, p + "w2"), L["rq_d"], L.get("rq_d2"), l, "ffn")
+        x = K.sat16(x.astype(np.int32) + d)
+        return x
 
     def argmax(self, logits: np.ndarray) -> int:
         """Global greedy token: max logit, lowest index on ties; only (value, index) travels."""

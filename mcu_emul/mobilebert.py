@@ -155,40 +155,47 @@ class MobileBertChip:
         x = K.sat16(x)                                                # int16 (S, nx)
         h0, h1 = self.sl.heads
         for l, L in enumerate(self.layers):
-            p = f"layers.{l}."
-            self.meter.elementwise(S * nx)
-            x8 = L["rq_x8"](x)
-            part = np.concatenate([self._mm(x8, p + "bn_in.w"), self._mm(x8, p + "bn_att.w"),
-                                   self._mm(x8, p + "v.w")], axis=1).astype(np.int32)
-            acc = self.sync.sum(part, f"{l}.bottleneck").astype(np.int64)    # (S, 3B)
-            self.meter.elementwise(S * 3 * B)                           # bias, NoNorm, requantize
-            lin = K.sat16(L["rq_in"](acc[:, :B] + L["bq_in"], 32).astype(np.int64) + L["nb_in"])
-            sh = np.clip(L["rq_att"](acc[:, B:2 * B] + L["bq_att"], 32).astype(np.int64) + L["nb_att"],
-                         -127, 127).astype(np.int8)
-            v = L["rq_v"](acc[:, 2 * B:] + L["bq_v"])[:, h0 * hd:h1 * hd]     # int8 (S, nh)
-            q = L["rq_q"](self._mm(sh, p + "q.w") + L["bq_q"])
-            k = L["rq_k"](self._mm(sh, p + "k.w") + L["bq_k"])
-            nhc = h1 - h0
-            self.meter.elementwise(2 * S * nh)
-            self.meter.attention(nhc, S, S, hd)
-            self.meter.elementwise(nhc * S * S + S * nh)              # softmax, requantize
-            qh, kh, vh = (a.reshape(S, nhc, hd).transpose(1, 0, 2) for a in (q, k, v))
-            pr = K.softmax_i(K.int_matmul_small(qh, kh.transpose(0, 2, 1)), L["sm"].mult, L["sm"].shift)
-            ctx = L["rq_ctx"](K.int_matmul_small(pr, vh)).transpose(1, 0, 2).reshape(S, -1)
-            fail("attention")
-            acc = self.sync.sum(self._mm(ctx, p + "att_out.w").astype(np.int32), f"{l}.attn").astype(np.int64)
+            with self.meter.span(f"layer {l}"):
+                x = self._layer(l, L, x, S, nx, nh, ni, fail)
+        return x
+
+    def _layer(self, l, L, x, S, nx, nh, ni, fail):
+        B, hd = self.cfg.bottleneck, self.cfg.head_dim
+        h0, h1 = self.sl.heads
+        p = f"layers.{l}."
+        self.meter.elementwise(S * nx)
+        x8 = L["rq_x8"](x)
+        part = np.concatenate([self._mm(x8, p + "bn_in.w"), self._mm(x8, p + "bn_att.w"),
+                               self._mm(x8, p + "v.w")], axis=1).astype(np.int32)
+        acc = self.sync.sum(part, f"{l}.bottleneck").astype(np.int64)    # (S, 3B)
+        self.meter.elementwise(S * 3 * B)                           # bias, NoNorm, requantize
+        lin = K.sat16(L["rq_in"](acc[:, :B] + L["bq_in"], 32).astype(np.int64) + L["nb_in"])
+        sh = np.clip(L["rq_att"](acc[:, B:2 * B] + L["bq_att"], 32).astype(np.int64) + L["nb_att"],
+                     -127, 127).astype(np.int8)
+        v = L["rq_v"](acc[:, 2 * B:] + L["bq_v"])[:, h0 * hd:h1 * hd]     # int8 (S, nh)
+        q = L["rq_q"](self._mm(sh, p + "q.w") + L["bq_q"])
+        k = L["rq_k"](self._mm(sh, p + "k.w") + L["bq_k"])
+        nhc = h1 - h0
+        self.meter.elementwise(2 * S * nh)
+        self.meter.attention(nhc, S, S, hd)
+        self.meter.elementwise(nhc * S * S + S * nh)              # softmax, requantize
+        qh, kh, vh = (a.reshape(S, nhc, hd).transpose(1, 0, 2) for a in (q, k, v))
+        pr = K.softmax_i(K.int_matmul_small(qh, kh.transpose(0, 2, 1)), L["sm"].mult, L["sm"].shift)
+        ctx = L["rq_ctx"](K.int_matmul_small(pr, vh)).transpose(1, 0, 2).reshape(S, -1)
+        fail("attention")
+        acc = self.sync.sum(self._mm(ctx, p + "att_out.w").astype(np.int32), f"{l}.attn").astype(np.int64)
+        self.meter.elementwise(S * B)
+        a = K.sat16(L["rq_o"](acc + L["bq_o"], 32).astype(np.int64) + L["rq_o_res"](lin, 32) + L["nb_o"])
+        for f, F in enumerate(L["ffn"]):
+            fp = f"{p}ffn{f}."
+            self.meter.elementwise(S * B + S * ni)
+            m = F["rq_in"](self._mm(F["rq_a"](a), fp + "in.w") + F["bq_in"])
+            m = np.maximum(m, 0)                                   # ReLU, int8 (S, ni)
+            fail("ffn")
+            acc = self.sync.sum(self._mm(m, fp + "out.w").astype(np.int32), f"{l}.ffn{f}").astype(np.int64)
             self.meter.elementwise(S * B)
-            a = K.sat16(L["rq_o"](acc + L["bq_o"], 32).astype(np.int64) + L["rq_o_res"](lin, 32) + L["nb_o"])
-            for f, F in enumerate(L["ffn"]):
-                fp = f"{p}ffn{f}."
-                self.meter.elementwise(S * B + S * ni)
-                m = F["rq_in"](self._mm(F["rq_a"](a), fp + "in.w") + F["bq_in"])
-                m = np.maximum(m, 0)                                   # ReLU, int8 (S, ni)
-                fail("ffn")
-                acc = self.sync.sum(self._mm(m, fp + "out.w").astype(np.int32), f"{l}.ffn{f}").astype(np.int64)
-                self.meter.elementwise(S * B)
-                a = K.sat16(F["rq_out"](acc + F["bq_out"], 32).astype(np.int64) + F["rq_res"](a, 32) + F["nb"])
-            self.meter.elementwise(S * B + S * nx)
-            acc = self._mm(L["rq_c"](a), p + "out_bn.w")
-            x = K.sat16(L["rq_ob"](acc + L["bq_ob"], 32).astype(np.int64) + L["rq_ob_res"](x, 32) + L["nb_ob"])
+            a = K.sat16(F["rq_out"](acc + F["bq_out"], 32).astype(np.int64) + F["rq_res"](a, 32) + F["nb"])
+        self.meter.elementwise(S * B + S * nx)
+        acc = self._mm(L["rq_c"](a), p + "out_bn.w")
+        x = K.sat16(L["rq_ob"](acc + L["bq_ob"], 32).astype(np.int64) + L["rq_ob_res"](x, 32) + L["nb_ob"])
         return x
