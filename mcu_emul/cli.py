@@ -69,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
     cb.add_argument("--nm-iters", type=int, default=80, help="Nelder-Mead iterations (then one more sweep)")
     cb.add_argument("--start", help="start from this preset's fitted values (default: the hw/topology files)")
     cb.add_argument("--out", help="preset file to write (default data/presets/siracusa-paper.toml)")
+    pl = sub.add_parser("plot", help="PNG plots of a paper table (needs matplotlib)")
+    pl.add_argument("results", help="paper.json written by `paper`")
+    pl.add_argument("--out", default="plots", help="folder for the PNGs (default plots)")
     b = sub.add_parser("bench", help="wall time per token: int8 path vs float32 reference")
     b.add_argument("--model", default=DEFAULT_MODEL)
     b.add_argument("--tokens", type=int, default=32)
@@ -186,6 +189,11 @@ def main(argv=None, transport_factory=lambda: None) -> int:
     if a.cmd == "calibrate":
         from .calibrate import calibrate_cmd
         return calibrate_cmd(a.hw, a.topology, a.out, a.sweeps, a.start, a.nm_iters)
+    if a.cmd == "plot":
+        from .plot import plot
+        for p in plot(a.results, a.out):
+            print(f"wrote {p}")
+        return 0
     if a.cmd == "bench":
         from .bench import bench
         return bench(a.model, a.tokens)

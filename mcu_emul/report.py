@@ -42,7 +42,9 @@ def figures(res: dict) -> dict:
     latency_ms = max(c["cycles"] for c in chips) / f * 1e3 / steps
     energy_mj = sum(c["energy_mj"] for c in chips) / steps
     cats = chips[0]["energy_mj_by_category"].keys()
+    slow = max(chips, key=lambda c: c["cycles"])
     return {"latency_ms": latency_ms, "energy_mj": energy_mj, "edp_mj_ms": latency_ms * energy_mj,
+            "latency_ms_by_category": {k: v / f * 1e3 / steps for k, v in slow["cycles_by_category"].items()},
             "energy_mj_by_category": {k: sum(c["energy_mj_by_category"][k] for c in chips) / steps for k in cats},
             "per": "token" if steps > 1 or res.get("token_ids") else "inference", "steps": steps}
 
@@ -70,6 +72,7 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
         "edp_mj_ms": fig["edp_mj_ms"],
         "figures_per": "token" if decode else "inference",
         "energy_mj_by_category": fig["energy_mj_by_category"],
+        "latency_ms_by_category": fig["latency_ms_by_category"],
         "input_ids": [int(i) for i in res["inputs"]],
         "token_ids": [int(i) for i in res["token_ids"]] if decode else [],
         "output_dtype": "int16",
