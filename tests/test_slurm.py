@@ -1,0 +1,50 @@
+"""launch/mcu_emul.sbatch against a real (throwaway, single-node) Slurm cluster."""
+import json
+import os
+import sys
+
+import pytest
+
+from conftest import ROOT, cleanup_mpich, run_cli
+from slurm_cluster import SlurmCluster, missing
+
+pytestmark = pytest.mark.mpi
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the throwaway Slurm cluster runs its daemons as root")
+    lack = missing()
+    if lack:
+        pytest.skip(f"Slurm/munge not installed ({', '.join(lack)}): apt-get install slurm-wlm munge")
+    c = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        c.start()
+    except Exception as e:   # noqa: BLE001
+        c.stop()
+        pytest.fail(f"could not start the test Slurm cluster: {e}")
+    yield c
+    c.stop()
+    cleanup_mpich()
+
+
+def _strip(r):
+    return {k: v for k, v in r.items() if not k.startswith("host_")}
+
+
+@pytest.mark.parametrize("launch", ["srun", "mpiexec"])
+def test_sbatch_eight_chips_matches_mpiexec(slurm, tiny_weights, tmp_path, launch):
+    args = ["--model", "tinyllama-tiny", "--weights", tiny_weights["tinyllama-tiny"], "--gen-tokens", "4", "--quiet"]
+    direct = run_cli(["run", *args, "--json", tmp_path / "direct.json"], n=8)
+    assert direct.returncode == 0, direct.stderr
+    slurm.env |= {"MCU_EMUL_PYTHON": sys.executable, "MCU_EMUL_LAUNCH": launch,
+                  "MCU_EMUL_ARGS": " ".join(map(str, args + ["--json", tmp_path / "slurm.json"]))}
+    job = slurm.sbatch(ROOT / "launch/mcu_emul.sbatch", "--ntasks=8", f"--output={tmp_path}/job-%j.out", cwd=tmp_path)
+    info = slurm.wait(job)
+    out = (tmp_path / f"job-{job}.out").read_text() if (tmp_path / f"job-{job}.out").exists() else ""
+    assert info.get("JobState") == "COMPLETED" and info.get("ExitCode") == "0:0", (info, out, slurm.logs())
+    a = json.loads((tmp_path / "direct.json").read_text())
+    b = json.loads((tmp_path / "slurm.json").read_text())
+    assert b["chips"] == 8
+    assert _strip(a) == _strip(b)
