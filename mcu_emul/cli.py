@@ -69,6 +69,17 @@ def parser() -> argparse.ArgumentParser:
     cb.add_argument("--nm-iters", type=int, default=80, help="Nelder-Mead iterations (then one more sweep)")
     cb.add_argument("--start", help="start from this preset's fitted values (default: the hw/topology files)")
     cb.add_argument("--out", help="preset file to write (default data/presets/siracusa-paper.toml)")
+    sw = sub.add_parser("sweep", help="run a grid of configurations; merge results into CSV and JSON")
+    sw.add_argument("--model", default=DEFAULT_MODEL)
+    sw.add_argument("--chips", default="1,2,4,8", help="comma-separated chip counts")
+    sw.add_argument("--allreduce", default="hierarchical", help="comma-separated algorithms")
+    sw.add_argument("--placement", default="auto", help="comma-separated placements")
+    sw.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=V1,V2",
+                    help="an override axis (repeatable), e.g. link.link_bytes_per_s=2e8,2e9")
+    sw.add_argument("--run-args", default="", help="more `run` options for every point, one string")
+    sw.add_argument("--dry-run", action="store_true", help="counters only, in-process (fast)")
+    sw.add_argument("--out", default="sweep", help="folder for sweep.csv and sweep.json")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar (batch jobs)")
     pl = sub.add_parser("plot", help="PNG plots of a paper table (needs matplotlib)")
     pl.add_argument("results", help="paper.json written by `paper`")
     pl.add_argument("--out", default="plots", help="folder for the PNGs (default plots)")
@@ -189,6 +200,21 @@ def main(argv=None, transport_factory=lambda: None) -> int:
     if a.cmd == "calibrate":
         from .calibrate import calibrate_cmd
         return calibrate_cmd(a.hw, a.topology, a.out, a.sweeps, a.start, a.nm_iters)
+    if a.cmd == "sweep":
+        import shlex
+        from .sweep import grid, sweep
+        try:
+            chips = [int(x) for x in a.chips.split(",")]
+        except ValueError:
+            raise UserError(f"--chips must be comma-separated integers, got {a.chips!r}") from None
+        pts = grid(chips, a.allreduce.split(","), a.placement.split(","), a.set)
+        rows = sweep(a.model, pts, shlex.split(a.run_args), a.dry_run, Path(a.out), a.quiet)
+        if not a.quiet:
+            for r in rows:
+                print(f"{r['chips']:>3} chips {r['allreduce']:>12} {r['placement']:>10} {r['overrides']:30s} "
+                      f"latency {r['latency_ms']:.4g} ms  energy {r['energy_mj']:.4g} mJ")
+        print(f"wrote {Path(a.out) / 'sweep.csv'} and sweep.json ({len(rows)} points)")
+        return 0
     if a.cmd == "plot":
         from .plot import plot
         for p in plot(a.results, a.out):
