@@ -223,7 +223,15 @@ def run_chip(spec: RunSpec, t) -> dict | None:
 
     dry = spec.dry_run
     wf = None if dry else WeightsFile(spec.weights, expect_model=spec.model)
-    cfg = load_model(spec.model) if dry else wf.cfg
+    if dry:
+        if spec.weights:                       # a converted model: its shapes come from the file
+            probe = WeightsFile(spec.weights, expect_model=spec.model)
+            cfg = probe.cfg
+            probe.close()
+        else:
+            cfg = load_model(spec.model)
+    else:
+        cfg = wf.cfg
     amax = _DryAmax() if dry else wf.act_maxabs
     if not isinstance(cfg, LlamaConfig) and spec.payload != "int32":
         raise UserError("--payload int8 is implemented for Llama models only")

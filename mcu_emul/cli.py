@@ -24,10 +24,12 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m mcu_emul", description=__doc__)
     sub = ap.add_subparsers(dest="cmd")
     r = sub.add_parser("run", help="run a model on N emulated chips (N = MPI world size or --chips)")
-    r.add_argument("--model", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL})")
+    r.add_argument("--model", default=None,
+                   help=f"model name (default: the model of --weights, else {DEFAULT_MODEL})")
     r.add_argument("--weights", help="HDF5 weights file (default: a cached file made on first use)")
     r.add_argument("--seed", type=int, default=0, help="seed of the default generated weights")
     r.add_argument("--prompt-ids", type=_ids, default=[1], help="comma-separated token ids (default 1)")
+    r.add_argument("--prompt", help="prompt text (needs a weights file converted with a tokenizer)")
     r.add_argument("--gen-tokens", type=int, default=None,
                    help="tokens to generate, decode (default: the paper setting, 32; 8 for tinyllama-scaled)")
     r.add_argument("--seq-len", type=int, default=128, help="sequence length, encoder (default 128)")
@@ -83,6 +85,14 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="PNG plots of a paper table (needs matplotlib)")
     pl.add_argument("results", help="paper.json written by `paper`")
     pl.add_argument("--out", default="plots", help="folder for the PNGs (default plots)")
+    cv = sub.add_parser("convert", help="import a Hugging Face or llama2.c checkpoint into HDF5")
+    cv.add_argument("--from", dest="src", nargs=2, metavar=("hf|llama2c", "PATH"), required=True)
+    cv.add_argument("--out", required=True)
+    cv.add_argument("--name", help="model name stored in the file (default: folder or file name)")
+    cv.add_argument("--calib-ids", type=_ids, help="calibration token ids (default: text or seeded random ids)")
+    cv.add_argument("--calib-text", help="calibration text, through the folder's tokenizer.json")
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--no-float", action="store_true", help="do not store the float reference weights")
     b = sub.add_parser("bench", help="wall time per token: int8 path vs float32 reference")
     b.add_argument("--model", default=DEFAULT_MODEL)
     b.add_argument("--tokens", type=int, default=32)
@@ -114,12 +124,57 @@ def hardware(hw: str, topology: str, preset: str, sets: list):
     return with_overrides(chip, topo, sets)
 
 
+def prompt_tokenizer(a):
+    from .tokenizer import Tokenizer
+    from .weights import WeightsFile, default_weights_path
+    path = a.weights or str(default_weights_path(a.model or DEFAULT_MODEL, a.seed))
+    wf = WeightsFile(path)
+    tj = wf.tokenizer_json
+    wf.close()
+    if not tj:
+        raise UserError(f"--prompt needs a tokenizer, and {path} has none: convert a model folder that has "
+                        "tokenizer.json, or give --prompt-ids")
+    return Tokenizer.from_json(tj)
+
+
+def cmd_convert(a):
+    from . import convert
+    from .weights import write_weights
+    kind, src = a.src
+    if kind == "hf":
+        cfg, w = convert.from_hf(src, a.name)
+        folder = Path(src)
+    elif kind == "llama2c":
+        cfg, w = convert.from_llama2c(src, a.name)
+        folder = None
+    else:
+        raise UserError(f"--from {kind!r}: expected hf or llama2c")
+    inputs, how = convert.calibration_ids(cfg, a.seed, folder, a.calib_ids, a.calib_text)
+    tj = (folder / "tokenizer.json").read_text() if folder and (folder / "tokenizer.json").is_file() else None
+    out = write_weights(cfg, w, a.out, seed=a.seed, init=f"converted from {kind} {src}", keep_float=not a.no_float,
+                        calib_inputs=inputs, calib_doc=how, tokenizer_json=tj)
+    print(f"wrote {out} ({out.stat().st_size:,} B): model '{cfg.name}' ({cfg.arch}), calibration: {how}"
+          + ("; tokenizer stored" if tj else ""))
+    return 0
+
+
 def cmd_run(a, transport_factory):
     from .chip import FAIL_PHASES, RunSpec, run_chip
     from .transport import run_virtual
     if a.fail_at and a.fail_at not in FAIL_PHASES:
         raise UserError(f"--fail-at {a.fail_at!r}: phases are {', '.join(FAIL_PHASES)}")
-    load_model(a.model)
+    if a.model is None and a.weights:
+        from .weights import WeightsFile
+        wf = WeightsFile(a.weights)
+        a.model = wf.model
+        wf.close()
+    a.model = a.model or DEFAULT_MODEL
+    if not a.weights:
+        load_model(a.model)
+    tok = None
+    if a.prompt is not None:
+        tok = prompt_tokenizer(a)
+        a.prompt_ids = tok.encode(a.prompt)
     if a.gen_tokens is None:
         from .paper import PAPER_RUN
         a.gen_tokens = PAPER_RUN.get(a.model, {}).get("gen_tokens", 32)
@@ -135,7 +190,7 @@ def cmd_run(a, transport_factory):
         a.chips, t = t.size, None
     if t is not None and a.chips is not None and a.chips != t.size:
         raise UserError(f"--chips {a.chips} differs from the MPI world size {t.size}; omit --chips under mpirun")
-    weights = "" if a.dry_run else (a.weights or ensure_weights(a.model, a.seed, t))
+    weights = a.weights or ("" if a.dry_run else ensure_weights(a.model, a.seed, t))
     spec = RunSpec(model=a.model, weights=weights, chip=chip, prompt_ids=a.prompt_ids, gen_tokens=a.gen_tokens,
                    seq_len=a.seq_len, placement=a.placement, allreduce=a.allreduce, topology=topo,
                    payload=a.payload, fail_rank=a.fail_rank, fail_at=a.fail_at, dry_run=a.dry_run,
@@ -148,7 +203,10 @@ def cmd_run(a, transport_factory):
     wall = time.perf_counter() - t0
     if res is None:
         return 0
-    return finish_run(a, spec, res, wall)
+    code = finish_run(a, spec, res, wall)
+    if tok is not None and not a.quiet:
+        print(f"  text: {a.prompt}{tok.decode(res['token_ids'])}")
+    return code
 
 
 def finish_run(a, spec, res, wall) -> int:
@@ -194,6 +252,8 @@ def main(argv=None, transport_factory=lambda: None) -> int:
         return cmd_run(a, transport_factory)
     if a.cmd == "weights":
         return cmd_weights(a)
+    if a.cmd == "convert":
+        return cmd_convert(a)
     if a.cmd == "paper":
         from .paper import paper_cmd
         return paper_cmd(a.dry_run, a.preset, a.json)

@@ -32,7 +32,8 @@ def _check(cond: bool, where: str, msg: str):
 
 @dataclass(frozen=True)
 class LlamaConfig:
-    """llama2.c-style decoder: RMSNorm, RoPE, SwiGLU, tied classifier optional."""
+    """llama2.c-style decoder: RMSNorm, RoPE (adjacent pairs), SwiGLU; classifier tied to the
+    embedding or a separate `lm_head`."""
     name: str
     arch: str
     dim: int
@@ -57,7 +58,6 @@ class LlamaConfig:
         _check(self.n_heads % self.n_kv_heads == 0, w,
                f"n_heads {self.n_heads} not divisible by n_kv_heads {self.n_kv_heads}")
         _check((self.dim // self.n_heads) % 2 == 0, w, "head dim must be even for RoPE")
-        _check(self.tie_embeddings, w, "only tie_embeddings = true is supported")
 
     @property
     def head_dim(self) -> int:

@@ -46,6 +46,8 @@ def specs(cfg: LlamaConfig, sl: ChipSlice, kv_len: int) -> list[Spec]:
         out += matrix(p + "w1", (cfg.ffn_hidden, D), rows=f) + matrix(p + "w3", (cfg.ffn_hidden, D), rows=f)
         out += matrix(p + "w2", (D, cfg.ffn_hidden), cols=f)
     out += [vector("final_norm", D)] + matrix("tok_embedding", (V, D), rows=sl.vocab)
+    if not cfg.tie_embeddings:
+        out += matrix("lm_head", (V, D), rows=sl.vocab)
     return out
 
 
@@ -91,7 +93,9 @@ class LlamaChip:
         self.g_final = K.rmsnorm_gain(t["final_norm"], S["xn_final"])
         se = t["tok_embedding.scale"].astype(np.float64)
         self.rq_emb = se / s_res                                     # per-row real multipliers
-        self.rq_logit = Requant(S["xn_final"] * se / scale_for(amax["logits"], 16))
+        self.cls = "tok_embedding" if cfg.tie_embeddings else "lm_head"
+        sc = t[self.cls + ".scale"].astype(np.float64)
+        self.rq_logit = Requant(S["xn_final"] * sc / scale_for(amax["logits"], 16))
         self.emb = t["tok_embedding"]                                 # int8 (v1 - v0, dim)
 
     def _mm(self, x, name):
@@ -129,7 +133,7 @@ class LlamaChip:
                 x = self._layer(l, L, x, pos, fail)
         self.meter.elementwise(cfg.dim + 2 * (v1 - v0), "final norm + logits")
         h = K.rmsnorm_i(x, self.g_final, self.eps_int)
-        return self.rq_logit(self._mm(h, "tok_embedding"), 16)       # int16 (v1 - v0,)
+        return self.rq_logit(self._mm(h, self.cls), 16)              # int16 (v1 - v0,)
 
     def _layer(self, l, L, x, pos, fail):
         cfg, hd, rep, nkv = self.cfg, self.cfg.head_dim, self.rep, self.nkv

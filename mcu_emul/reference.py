@@ -87,7 +87,7 @@ class LlamaRef:
             obs("res", x)
         h = rmsnorm_f(x, w["final_norm"], c.norm_eps)
         obs("xn_final", h)
-        logits = w["tok_embedding"] @ h
+        logits = w["tok_embedding" if c.tie_embeddings else "lm_head"] @ h
         obs("logits", logits)
         return logits.astype(np.float32)
 

@@ -40,6 +40,8 @@ def tensor_shapes(cfg: ModelConfig) -> dict[str, tuple]:
             s |= {p + "attn_norm": (D,), p + "wq": (D, D), p + "wk": (KV, D), p + "wv": (KV, D),
                   p + "wo": (D, D), p + "ffn_norm": (D,), p + "w1": (F, D), p + "w2": (D, F), p + "w3": (F, D)}
         s["final_norm"] = (D,)
+        if not cfg.tie_embeddings:
+            s["lm_head"] = (cfg.vocab_size, D)
         return s
     H, B, I, E = cfg.hidden, cfg.bottleneck, cfg.intermediate, cfg.embedding_size
     s |= {"word_emb": (cfg.vocab_size, E), "emb_transform.w": (H, 3 * E), "emb_transform.b": (H,),
@@ -85,7 +87,7 @@ def calibration_inputs(cfg: ModelConfig, seed: int) -> list[np.ndarray]:
     return [rng.integers(0, cfg.vocab_size, n) for _ in range(CALIB_SEQS)]
 
 
-def calibrate(cfg: ModelConfig, w: dict, seed: int) -> dict[str, float]:
+def calibrate(cfg: ModelConfig, w: dict, seed: int, inputs=None) -> dict[str, float]:
     """Max |x| at every quantization site over the float model on calibration inputs."""
     amax: dict[str, float] = {}
 
@@ -93,7 +95,7 @@ def calibrate(cfg: ModelConfig, w: dict, seed: int) -> dict[str, float]:
         m = float(np.max(np.abs(x)))
         amax[site] = max(amax.get(site, 0.0), m)
 
-    for ids in calibration_inputs(cfg, seed):
+    for ids in (inputs if inputs is not None else calibration_inputs(cfg, seed)):
         if isinstance(cfg, LlamaConfig):
             ref = LlamaRef(cfg, w, len(ids), obs)
             for pos, t in enumerate(ids):
@@ -109,10 +111,11 @@ def _atomic_h5(out: Path):
 
 
 def write_weights(cfg: ModelConfig, w: dict, out, seed: int = 0, init: str = INIT_DOC,
-                  keep_float: bool = True, calib_seed: int | None = None) -> Path:
+                  keep_float: bool = True, calib_seed: int | None = None, calib_inputs=None,
+                  calib_doc: str | None = None, tokenizer_json: str | None = None) -> Path:
     """Quantize, calibrate and write the HDF5 weights file whole (temp file, then rename)."""
     out = Path(out)
-    amax = calibrate(cfg, w, seed if calib_seed is None else calib_seed)
+    amax = calibrate(cfg, w, seed if calib_seed is None else calib_seed, calib_inputs)
     tmp = _atomic_h5(out)
     try:
         with h5py.File(tmp, "w") as f:
@@ -122,8 +125,10 @@ def write_weights(cfg: ModelConfig, w: dict, out, seed: int = 0, init: str = INI
             f.attrs["config"] = json.dumps(config_to_dict(cfg))
             f.attrs["seed"] = seed
             f.attrs["init"] = init
-            f.attrs["calibration"] = (f"max-abs over {CALIB_SEQS} seeded random-token sequences "
-                                      f"(seed {seed if calib_seed is None else calib_seed} + 1)")
+            f.attrs["calibration"] = "max-abs over " + (calib_doc or (
+                f"{CALIB_SEQS} seeded random-token sequences (seed {seed if calib_seed is None else calib_seed} + 1)"))
+            if tokenizer_json:
+                f.attrs["tokenizer_json"] = tokenizer_json
             t = f.create_group("t")
             for name, shape in tensor_shapes(cfg).items():
                 a = np.asarray(w[name], np.float32)
@@ -194,6 +199,7 @@ class WeightsFile:
         except KeyError:
             raise UserError(f"weights file {self.path}: missing group 'act_maxabs'") from None
         self.has_float = "float" in self.f
+        self.tokenizer_json = a.get("tokenizer_json")
         self.bytes_read = 0
 
     def read(self, name: str, rows=None, cols=None, group: str = "t") -> np.ndarray:

@@ -1,0 +1,171 @@
+"""Checkpoint import: llama2.c (legacy and version 1) and Hugging Face (Llama, MobileBERT)."""
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from mcu_emul.config import load_model
+from mcu_emul.weights import init_weights, write_weights
+
+
+def write_llama2c(path, cfg, w, version=0, shared=True):
+    L, D, F, V, T = cfg.n_layers, cfg.dim, cfg.ffn_hidden, cfg.vocab_size, cfg.context_len
+    stack = lambda k: np.stack([w[f"layers.{l}.{k}"] for l in range(L)])   # noqa: E731
+    hd = D // cfg.n_heads
+    if version == 0:
+        head = struct.pack("<7i", D, F, L, cfg.n_heads, cfg.n_kv_heads, V if shared else -V, T)
+        parts = [w["tok_embedding"], stack("attn_norm"), stack("wq"), stack("wk"), stack("wv"), stack("wo"),
+                 stack("ffn_norm"), stack("w1"), stack("w2"), stack("w3"), w["final_norm"],
+                 np.zeros((T, hd // 2)), np.zeros((T, hd // 2))]
+    else:
+        head = struct.pack("<Ii7iB", 0x616B3432, 1, D, F, L, cfg.n_heads, cfg.n_kv_heads, V, T, int(shared))
+        head += b"\0" * (256 - len(head))
+        parts = [stack("attn_norm"), stack("ffn_norm"), w["final_norm"], w["tok_embedding"], stack("wq"),
+                 stack("wk"), stack("wv"), stack("wo"), stack("w1"), stack("w2"), stack("w3")]
+    if not shared:
+        parts.append(w["lm_head"])
+    with open(path, "wb") as f:
+        f.write(head)
+        for p in parts:
+            f.write(np.asarray(p, np.float32).tobytes())
+
+
+def sha(tmp_path, weights, *extra, name="r"):
+    js = tmp_path / f"{name}.json"
+    p = run_cli(["run", "--weights", weights, "--gen-tokens", "6", "--prompt-ids", "3,7", "--json", js, "--quiet",
+                 *extra])
+    assert p.returncode == 0, p.stderr
+    return json.loads(js.read_text())
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_llama2c_same_int8_outputs_as_hdf5(tmp_path, version):
+    cfg = load_model("tinyllama-tiny")
+    w = init_weights(cfg, 3)
+    ref = write_weights(cfg, w, tmp_path / "ref.h5", seed=0)
+    write_llama2c(tmp_path / "m.bin", cfg, w, version)
+    p = run_cli(["convert", "--from", "llama2c", tmp_path / "m.bin", "--out", tmp_path / "conv.h5"])
+    assert p.returncode == 0, p.stderr
+    a = sha(tmp_path, ref, name="a")
+    for n in ("1", "4"):
+        b = sha(tmp_path, tmp_path / "conv.h5", "--chips", n, name="b" + n)
+        assert (a["output_sha256"], a["token_ids"]) == (b["output_sha256"], b["token_ids"])
+
+
+def test_llama2c_untied_classifier_and_errors(tmp_path):
+    import dataclasses
+    cfg = dataclasses.replace(load_model("tinyllama-tiny"), tie_embeddings=False)
+    w = init_weights(cfg, 4)
+    write_llama2c(tmp_path / "u.bin", cfg, w, 0, shared=False)
+    p = run_cli(["convert", "--from", "llama2c", tmp_path / "u.bin", "--out", tmp_path / "u.h5"])
+    assert p.returncode == 0, p.stderr
+    r = sha(tmp_path, tmp_path / "u.h5", "--chips", "2", "--check-float")
+    assert r["accuracy"]["logits_cosine_vs_float"] > 0.99
+    (tmp_path / "bad.bin").write_bytes(struct.pack("<Ii", 0x616B3432, 2) + b"\0" * 300)
+    p = run_cli(["convert", "--from", "llama2c", tmp_path / "bad.bin", "--out", tmp_path / "x.h5"])
+    assert p.returncode == 2 and "version 2 is not supported" in p.stderr
+    data = (tmp_path / "u.bin").read_bytes()
+    (tmp_path / "t.bin").write_bytes(data[:-1000])
+    p = run_cli(["convert", "--from", "llama2c", tmp_path / "t.bin", "--out", tmp_path / "x.h5"])
+    assert p.returncode == 2 and "truncated" in p.stderr
+
+
+def test_hf_unsupported_is_clear(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    p = run_cli(["convert", "--from", "hf", tmp_path, "--out", tmp_path / "x.h5"])
+    assert p.returncode == 2 and "unsupported architecture 'GPT2LMHeadModel'" in p.stderr
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_act": "gelu"}))
+    p = run_cli(["convert", "--from", "hf", tmp_path, "--out", tmp_path / "x.h5"])
+    assert p.returncode == 2 and "hidden_act = 'gelu' is not supported" in p.stderr
+
+
+def _cos(a, b):
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_hf_llama_matches_transformers(tmp_path, tied):
+    torch = pytest.importorskip("torch", reason="needs torch (pip install torch transformers)")
+    transformers = pytest.importorskip("transformers", reason="needs transformers")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=8,
+                                   num_key_value_heads=4, vocab_size=300, max_position_embeddings=64,
+                                   tie_word_embeddings=tied)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    p = run_cli(["convert", "--from", "hf", tmp_path / "hf", "--out", tmp_path / "hf.h5"])
+    assert p.returncode == 0, p.stderr
+    for n in ("1", "4"):
+        r = sha(tmp_path, tmp_path / "hf.h5", "--chips", n, "--gen-tokens", "16", "--save-logits",
+                tmp_path / f"l{n}.npy", name=f"h{n}")
+        ours = np.load(tmp_path / f"l{n}.npy")
+        with torch.no_grad():
+            ref = model(torch.tensor([r["input_ids"]])).logits[0].numpy()
+        cos = _cos(ours.astype(np.float64), ref.astype(np.float64))
+        top1 = float(np.mean(ours.argmax(-1) == ref.argmax(-1)))
+        print(f"HF Llama tied={tied} chips={n}: mean cosine {cos.mean():.4f}, top-1 agreement {top1:.2f}")
+        assert len(cos) >= 16 and cos.mean() >= 0.99
+
+
+def test_hf_mobilebert_matches_transformers(tmp_path):
+    torch = pytest.importorskip("torch", reason="needs torch (pip install torch transformers)")
+    transformers = pytest.importorskip("transformers", reason="needs transformers")
+    torch.manual_seed(0)
+    cfg = transformers.MobileBertConfig(vocab_size=200, hidden_size=64, embedding_size=32, num_hidden_layers=2,
+                                        num_attention_heads=4, intermediate_size=64, intra_bottleneck_size=32,
+                                        true_hidden_size=32, max_position_embeddings=64)
+    model = transformers.MobileBertModel(cfg).eval()
+    model.save_pretrained(tmp_path / "mb", safe_serialization=True)
+    p = run_cli(["convert", "--from", "hf", tmp_path / "mb", "--out", tmp_path / "mb.h5"])
+    assert p.returncode == 0, p.stderr
+    for n in ("1", "4"):
+        r = sha(tmp_path, tmp_path / "mb.h5", "--chips", n, "--seq-len", "32", "--save-logits",
+                tmp_path / f"m{n}.npy", name=f"m{n}")
+        ours = np.load(tmp_path / f"m{n}.npy")
+        with torch.no_grad():
+            ref = model(torch.tensor([r["input_ids"]])).last_hidden_state[0].numpy()
+        cos = _cos(ours.astype(np.float64), ref.astype(np.float64))
+        print(f"HF MobileBERT chips={n}: mean hidden-state cosine {cos.mean():.4f}")
+        assert cos.mean() >= 0.99
+
+
+def test_text_in_text_out(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers", reason="text needs tokenizers (pip install -e '.[text]')")
+    from safetensors.numpy import save_file
+    cfg = load_model("tinyllama-tiny")
+    w = init_weights(cfg, 5)
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": cfg.dim,
+        "intermediate_size": cfg.ffn_hidden, "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads, "vocab_size": cfg.vocab_size, "max_position_embeddings": 128,
+        "tie_word_embeddings": True, "hidden_act": "silu"}))
+    t = {"model.embed_tokens.weight": w["tok_embedding"], "model.norm.weight": w["final_norm"]}
+    for l in range(cfg.n_layers):
+        p, q = f"layers.{l}.", f"model.layers.{l}."
+        for ours, theirs in (("wq", "self_attn.q_proj"), ("wk", "self_attn.k_proj"), ("wv", "self_attn.v_proj"),
+                             ("wo", "self_attn.o_proj"), ("w1", "mlp.gate_proj"), ("w3", "mlp.up_proj"),
+                             ("w2", "mlp.down_proj"), ("attn_norm", "input_layernorm"),
+                             ("ffn_norm", "post_attention_layernorm")):
+            t[q + theirs + ".weight"] = np.ascontiguousarray(w[p + ours])
+    save_file(t, str(hf / "model.safetensors"))
+    vocab = {f"w{i}": i for i in range(cfg.vocab_size) if i not in (10, 11)} | {"hello": 10, "world": 11}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="w0"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(str(hf / "tokenizer.json"))
+    p = run_cli(["convert", "--from", "hf", hf, "--out", tmp_path / "t.h5", "--calib-text", "hello world hello"])
+    assert p.returncode == 0, p.stderr
+    assert "text through tokenizer.json" in p.stdout and "tokenizer stored" in p.stdout
+    p = run_cli(["run", "--weights", tmp_path / "t.h5", "--prompt", "hello world", "--gen-tokens", "3",
+                 "--chips", "2", "--json", tmp_path / "r.json"])
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["input_ids"][:2] == [10, 11]
+    line = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("text:")][0]
+    assert line.strip().startswith("text: hello world") and len(line.split()) >= 4
+    plain = write_weights(cfg, w, tmp_path / "plain.h5")          # no tokenizer stored
+    p = run_cli(["run", "--weights", plain, "--prompt", "hi"])
+    assert p.returncode == 2 and "has none" in p.stderr
