@@ -1,4 +1,6 @@
-"""Command line: run (default), weights make, bench. Only this layer picks the transport."""
+"""mcu_emul: a Transformer on a cluster of emulated Siracusa MCUs (int8, real MPI, cycles and
+energy). `python -m mcu_emul` alone = `run` with the paper defaults. Only this layer (and the
+entry point) picks the transport."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +23,7 @@ def _ids(s: str) -> list[int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m mcu_emul", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m mcu_emul", description=__doc__.split(" Only this")[0])
     sub = ap.add_subparsers(dest="cmd")
     r = sub.add_parser("run", help="run a model on N emulated chips (N = MPI world size or --chips)")
     r.add_argument("--model", default=None,

@@ -33,13 +33,13 @@ class Link:
         self.t, self.clock, self.rank, self.size = t, clock, t.rank, t.size
 
     def send(self, buf, dest):
-        arrival, transfer = self.clock.send(buf.nbytes, dest) if self.clock is not None else (0, 0)
-        self.t.send(buf, dest, stamp=(arrival << 24) | min(transfer, (1 << 24) - 1))   # one int64
+        stamp = self.clock.send(buf.nbytes, dest) if self.clock is not None else (0, 0)
+        self.t.send(buf, dest, stamp=stamp)                          # (arrival, transfer cycles)
 
     def recv(self, source, shape, dtype):
         x, stamp = self.t.recv_msg(source, shape, dtype)
         if self.clock is not None:
-            self.clock.receive(stamp >> 24, stamp & ((1 << 24) - 1), source)
+            self.clock.receive(stamp[0], stamp[1], source)
         return x
 
     def reduce(self, op, a, b):

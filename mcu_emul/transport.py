@@ -30,11 +30,11 @@ class Transport:
         self.sent_messages += 1
         self.sent_bytes += arr.nbytes
 
-    def send(self, arr: np.ndarray, dest: int, count: bool = True, stamp: int = 0) -> None:
-        """Send arr to dest with an int64 `stamp` (the emulated arrival time)."""
+    def send(self, arr: np.ndarray, dest: int, count: bool = True, stamp=(0, 0)) -> None:
+        """Send arr to dest with a stamp of two int64 (emulated arrival time, transfer cycles)."""
         raise NotImplementedError
 
-    def recv_msg(self, source: int, shape, dtype) -> tuple[np.ndarray, int]:
+    def recv_msg(self, source: int, shape, dtype) -> tuple[np.ndarray, tuple]:
         """The next message from source: (array, stamp)."""
         raise NotImplementedError
 
@@ -89,11 +89,11 @@ class ThreadTransport(Transport):
         super().__init__()
         self.fabric, self.rank, self.size = fabric, rank, fabric.size
 
-    def send(self, arr, dest, count=True, stamp=0):
+    def send(self, arr, dest, count=True, stamp=(0, 0)):
         a = np.array(arr, copy=True)
         if count:
             self._count(a)
-        self.fabric.q[(self.rank, dest)].put((a, int(stamp)))
+        self.fabric.q[(self.rank, dest)].put((a, (int(stamp[0]), int(stamp[1]))))
 
     def recv_msg(self, source, shape, dtype):
         q = self.fabric.q[(source, self.rank)]
@@ -165,20 +165,21 @@ class MPITransport(Transport):
             if i > 50:
                 time.sleep(min(1e-3, 2e-5 * (i - 50)))
 
-    def send(self, arr, dest, count=True, stamp=0):
+    def send(self, arr, dest, count=True, stamp=(0, 0)):
         a = np.ascontiguousarray(arr)
         if count:
             self._count(a)
-        buf = np.empty(a.nbytes + 8, np.uint8)                  # [int64 stamp][payload]
-        buf[:8].view(np.int64)[0] = stamp
-        buf[8:] = a.reshape(-1).view(np.uint8)
+        buf = np.empty(a.nbytes + 16, np.uint8)                 # [2 x int64 stamp][payload]
+        buf[:16].view(np.int64)[:] = stamp
+        buf[16:] = a.reshape(-1).view(np.uint8)
         self._pending.append((self.comm.Isend(buf, dest=dest, tag=self.TAG), buf))
 
     def recv_msg(self, source, shape, dtype):
         n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-        buf = np.empty(n + 8, np.uint8)
+        buf = np.empty(n + 16, np.uint8)
         self._wait(self.comm.Irecv(buf, source=source, tag=self.TAG))
-        return buf[8:].view(dtype).reshape(shape), int(buf[:8].view(np.int64)[0])
+        st = buf[:16].view(np.int64)
+        return buf[16:].view(dtype).reshape(shape), (int(st[0]), int(st[1]))
 
     def finish(self):
         for r, _ in self._pending:

@@ -90,3 +90,10 @@ def test_weights_make_is_deterministic(tmp_path):
         assert np.array_equal(fa["t/layers.1.w2"][...], fb["t/layers.1.w2"][...])
         assert dict(fa["act_maxabs"].attrs) == dict(fb["act_maxabs"].attrs)
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_unwritable_report_is_one_line(tiny_weights, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_line_error(run_cli(["run", "--model", "tinyllama-tiny", "--weights", tiny_weights["tinyllama-tiny"],
+                            "--json", blocker / "r.json", "--quiet"]), "cannot write", "r.json")

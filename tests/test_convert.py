@@ -85,6 +85,15 @@ def _cos(a, b):
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
+def compare_runs(tmp_path, h5, extra, ref):
+    """Run the converted file at 1 and 4 chips; yield (chips, per-row cosine, top-1) vs ref(ids)."""
+    for n in ("1", "4"):
+        r = sha(tmp_path, h5, "--chips", n, *extra, "--save-logits", tmp_path / f"o{n}.npy", name=f"c{n}")
+        ours = np.load(tmp_path / f"o{n}.npy").astype(np.float64)
+        want = ref(r["input_ids"]).astype(np.float64)
+        yield n, _cos(ours, want), float(np.mean(ours.argmax(-1) == want.argmax(-1)))
+
+
 @pytest.mark.parametrize("tied", [False, True])
 def test_hf_llama_matches_transformers(tmp_path, tied):
     torch = pytest.importorskip("torch", reason="needs torch (pip install torch transformers)")
@@ -97,14 +106,10 @@ def test_hf_llama_matches_transformers(tmp_path, tied):
     model.save_pretrained(tmp_path / "hf", safe_serialization=True)
     p = run_cli(["convert", "--from", "hf", tmp_path / "hf", "--out", tmp_path / "hf.h5"])
     assert p.returncode == 0, p.stderr
-    for n in ("1", "4"):
-        r = sha(tmp_path, tmp_path / "hf.h5", "--chips", n, "--gen-tokens", "16", "--save-logits",
-                tmp_path / f"l{n}.npy", name=f"h{n}")
-        ours = np.load(tmp_path / f"l{n}.npy")
+    def ref(ids):
         with torch.no_grad():
-            ref = model(torch.tensor([r["input_ids"]])).logits[0].numpy()
-        cos = _cos(ours.astype(np.float64), ref.astype(np.float64))
-        top1 = float(np.mean(ours.argmax(-1) == ref.argmax(-1)))
+            return model(torch.tensor([ids])).logits[0].numpy()
+    for n, cos, top1 in compare_runs(tmp_path, tmp_path / "hf.h5", ["--gen-tokens", "16"], ref):
         print(f"HF Llama tied={tied} chips={n}: mean cosine {cos.mean():.4f}, top-1 agreement {top1:.2f}")
         assert len(cos) >= 16 and cos.mean() >= 0.99
 
@@ -120,13 +125,10 @@ def test_hf_mobilebert_matches_transformers(tmp_path):
     model.save_pretrained(tmp_path / "mb", safe_serialization=True)
     p = run_cli(["convert", "--from", "hf", tmp_path / "mb", "--out", tmp_path / "mb.h5"])
     assert p.returncode == 0, p.stderr
-    for n in ("1", "4"):
-        r = sha(tmp_path, tmp_path / "mb.h5", "--chips", n, "--seq-len", "32", "--save-logits",
-                tmp_path / f"m{n}.npy", name=f"m{n}")
-        ours = np.load(tmp_path / f"m{n}.npy")
+    def ref(ids):
         with torch.no_grad():
-            ref = model(torch.tensor([r["input_ids"]])).last_hidden_state[0].numpy()
-        cos = _cos(ours.astype(np.float64), ref.astype(np.float64))
+            return model(torch.tensor([ids])).last_hidden_state[0].numpy()
+    for n, cos, _ in compare_runs(tmp_path, tmp_path / "mb.h5", ["--seq-len", "32"], ref):
         print(f"HF MobileBERT chips={n}: mean hidden-state cosine {cos.mean():.4f}")
         assert cos.mean() >= 0.99
 
