@@ -97,3 +97,10 @@ def test_unwritable_report_is_one_line(tiny_weights, tmp_path):
     blocker.write_text("x")
     one_line_error(run_cli(["run", "--model", "tinyllama-tiny", "--weights", tiny_weights["tinyllama-tiny"],
                             "--json", blocker / "r.json", "--quiet"]), "cannot write", "r.json")
+
+
+def test_bench_prints_ratio(monkeypatch, tmp_path):
+    monkeypatch.setenv("MCU_EMUL_CACHE", str(tmp_path))
+    p = run_cli(["bench", "--model", "tinyllama-tiny", "--tokens", "6"])
+    assert p.returncode == 0, p.stderr
+    assert "int8 path" in p.stdout and "float32 reference" in p.stdout and "ratio int8/float" in p.stdout

@@ -52,3 +52,13 @@ def test_write_preset_roundtrip(tmp_path):
     path = tmp_path / "x.toml"
     write_preset(path, "siracusa", "siracusa-boards", vals, {f"T{i}": 1.5 for i in range(1, 8)}, 1.0)
     assert load_preset(str(path))["fitted"] == vals
+
+
+def test_calibrate_command_writes_a_preset(tmp_path):
+    out = tmp_path / "p.toml"
+    p = run_cli(["calibrate", "--sweeps", "0", "--nm-iters", "0", "--out", out], timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "residual per target" in p.stdout and "T7" in p.stdout
+    pre = load_preset(str(out))
+    assert set(pre["fitted"]) == set(BOUNDS) and set(pre["error_pct"]) == {f"T{i}" for i in range(1, 8)}
+    assert "--sweeps 0 --nm-iters 0" in out.read_text().splitlines()[0]
