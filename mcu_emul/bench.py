@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .chip import place_shard
+from .placement import place_shard
 from .collectives import Collectives
 from .config import LlamaConfig, load_chip
 from .errors import UserError

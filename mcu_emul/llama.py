@@ -119,7 +119,7 @@ class LlamaChip:
 
     def step(self, token: int, pos: int, fail=lambda phase: None) -> np.ndarray:
         """One decode step; returns this chip's int16 logits slice (v1 - v0,)."""
-        cfg, hd, rep, nkv = self.cfg, self.cfg.head_dim, self.rep, self.nkv
+        cfg = self.cfg
         v0, v1 = self.sl.vocab
         x = np.zeros(cfg.dim, np.int32)                               # (dim,) residual, int16 values
         # every chip is charged the row fetch: which chip owns the id is known only at run time

@@ -130,7 +130,7 @@ class MobileBertChip:
 
     def encode(self, ids: np.ndarray, types: np.ndarray, fail=lambda phase: None) -> np.ndarray:
         """ids, types: int (S,) -> this chip's hidden columns, int16 (S, x1 - x0)."""
-        cfg, t, B, hd = self.cfg, self.t, self.cfg.bottleneck, self.cfg.head_dim
+        cfg, t, hd = self.cfg, self.t, self.cfg.head_dim
         S = len(ids)
         v0, v1 = self.sl.vocab
         # embedding: trigram of word-embedding rows, rows from the chips that own them

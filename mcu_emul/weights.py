@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .config import LlamaConfig, MobileBertConfig, ModelConfig, config_to_dict, load_model, model_from_dict
+from .config import LlamaConfig, ModelConfig, config_to_dict, load_model, model_from_dict
 from .errors import UserError
 from .quant import quantize_rows
 from .reference import LlamaRef, mobilebert_f

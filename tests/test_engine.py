@@ -1,7 +1,6 @@
 """The chip engine over in-process ranks: bit-exact at every chip count, memory, accuracy."""
 import json
 
-import numpy as np
 import pytest
 
 from mcu_emul.chip import RunSpec, run_chip

@@ -1,6 +1,6 @@
 import pytest
 
-from mcu_emul.chip import chip_specs, footprint, min_chips_fitting
+from mcu_emul.placement import chip_specs, footprint, min_chips_fitting
 from mcu_emul.config import load_model
 from mcu_emul.errors import UserError
 from mcu_emul.layout import totals

@@ -1,0 +1,105 @@
+"""Placement: what each chip stores and where (weight memory, L2, or off-chip L3), as pure
+arithmetic over tensor specs; then reading a chip's shard into its arena."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import costs, llama, mobilebert
+from .config import ChipSpec, LlamaConfig, ModelConfig
+from .errors import CapacityError
+from .layout import Spec, totals
+from .memory import Arena, fmt_bytes
+from .partition import plan
+
+
+def chip_specs(cfg: ModelConfig, n_chips: int, run_len: int) -> list[list[Spec]]:
+    """Buffers of every chip (pure function of shapes)."""
+    mod = llama if isinstance(cfg, LlamaConfig) else mobilebert
+    return [mod.specs(cfg, sl, run_len) for sl in plan(cfg, n_chips)]
+
+
+def footprint(cfg: ModelConfig, n_chips: int, run_len: int) -> list[dict]:
+    return [totals(s) for s in chip_specs(cfg, n_chips, run_len)]
+
+
+def _placement_order(specs: list[Spec]) -> list[Spec]:
+    """Reservations and per-channel constants first (they must be on chip), then weights,
+    largest first (first-fit decreasing keeps the weight memory and L2 from fragmenting)."""
+    weights = sorted((s for s in specs if s.category == "weights"), key=lambda s: -s.nbytes)
+    return [s for s in specs if s.category != "weights"] + weights
+
+
+def fits_stationary(specs: list[Spec], chip) -> bool:
+    """Does every buffer fit on chip (a ChipSpec or its MemorySpec), allocated the way
+    place_shard allocates?"""
+    mem = getattr(chip, "memory", chip)
+    arena = Arena(mem.l2_bytes, mem.weight_mem_bytes, virtual=True)
+    for s in _placement_order(specs):
+        if not arena.fits(s.nbytes, s.category):
+            return False
+        arena.alloc(s.shape, s.dtype, s.category)
+    return True
+
+
+@functools.lru_cache(maxsize=256)
+def _unfit_chips(cfg: ModelConfig, n_chips: int, run_len: int, mem) -> tuple:
+    return tuple(r for r, s in enumerate(chip_specs(cfg, n_chips, run_len)) if not fits_stationary(s, mem))
+
+
+def min_chips_fitting(cfg: ModelConfig, run_len: int, chip: ChipSpec) -> int | None:
+    for n in range(1, cfg.max_chips + 1):
+        if not _unfit_chips(cfg, n, run_len, chip.memory):
+            return n
+    return None
+
+
+def choose_placement(cfg, n_chips, run_len, chip: ChipSpec, placement) -> str:
+    """'stationary' or 'stream' for the whole run (same decision on every rank)."""
+    bad = _unfit_chips(cfg, n_chips, run_len, chip.memory)
+    if not bad:
+        return "stationary"
+    fps = footprint(cfg, n_chips, run_len)
+    if placement == "stationary":
+        capacity = chip.onchip_capacity_bytes
+        worst = max(bad, key=lambda r: sum(fps[r].values()))
+        need = sum(fps[worst].values())
+        best = min_chips_fitting(cfg, run_len, chip)
+        parts = ", ".join(f"{k} {v:,}" for k, v in fps[worst].items())
+        hint = (f"the smallest chip count that fits is {best}" if best else
+                f"no chip count up to {cfg.max_chips} fits")
+        over = (f"{need - capacity:,} B over its on-chip capacity of {capacity:,} B" if need > capacity else
+                f"within its {capacity:,} B on-chip capacity in total, but not in its "
+                f"{chip.memory.l2_bytes:,} B L2 + {chip.memory.weight_mem_bytes:,} B weight memory split")
+        raise CapacityError(
+            f"model '{cfg.name}' does not fit stationary on {n_chips} chip(s): chip {worst} needs "
+            f"{need:,} B ({parts}), {over}; {hint} (or use --placement stream)")
+    return "stream"
+
+
+def place_shard(wf, cfg, size, rank, run_len, chip: ChipSpec, placement, dry: bool = False):
+    """Read this chip's slices (hyperslabs) into its arena; weights that do not fit stay off chip
+    (stream placement). Returns specs, arena, tensors and where each weight lives."""
+    specs = chip_specs(cfg, size, run_len)[rank]
+    arena = Arena(chip.memory.l2_bytes, chip.memory.weight_mem_bytes, f"chip {rank}")
+    tensors, where = {}, {}
+    for s in _placement_order(specs):
+        if s.category == "weights" and not arena.fits(s.nbytes, s.category):
+            if placement == "stationary":
+                raise CapacityError(f"chip {rank}: weight {s.key} ({s.nbytes:,} B) does not fit")
+            buf = np.zeros(s.shape, s.dtype)                      # host memory standing for L3
+            where[s.key] = costs.L3
+        else:
+            try:
+                buf, where[s.key] = arena.alloc(s.shape, s.dtype, s.category)
+            except CapacityError:
+                raise CapacityError(f"chip {rank}: even without weights, {s.category} of "
+                                    f"{fmt_bytes(s.nbytes)} does not fit in {fmt_bytes(chip.memory.l2_bytes)} "
+                                    f"of L2 ({fmt_bytes(arena.used)} of the chip already used)") from None
+        if s.dataset is not None and not dry:
+            buf[...] = wf.read(s.dataset, s.rows, s.cols)
+        elif dry and s.category == "params":
+            buf[...] = 1.0                                        # neutral scales and gains
+        tensors[s.key] = buf
+    return specs, arena, tensors, where
