@@ -9,52 +9,20 @@ from __future__ import annotations
 import datetime
 import math
 import time
-import tomllib
 from pathlib import Path
 
-from .config import DATA_DIR, load_chip, load_topology, with_overrides
-from .errors import UserError
+from .config import load_chip, load_topology, with_values
 from .paper import TARGETS, errors_pct, evaluate
+from .presets import BOUNDS, PRESET_DIR, load_preset
 from .report import atomic_write_bytes
 
-# parameter -> (low, high, why these bounds)
-BOUNDS = {
-    "compute.freq_hz": (1.0e8, 5.0e8, "the chip's operating range"),
-    "compute.engine_macs_per_cycle": (8.0, 128.0, "from the cluster's GEMV rate to a 1024-bit weight port"),
-    "offchip.l3_bytes_per_s": (2.0e8, 3.2e9, "single HyperRAM (0.2 GB/s) to a wide dual-channel L3 (3.2 GB/s)"),
-    "link.link_bytes_per_s": (1.0e7, 2.0e9, "from SPI-class to a 16-lane LVDS chip-to-chip link"),
-    "link.link_latency_s": (1.0e-7, 5.0e-5, "from a hardware link to a software-driven transfer"),
-    "power.active_w": (0.02, 0.40, "an 8-core 16 nm cluster; one Siracusa running a Llama draws ~0.167 W"),
-    "energy.l3_pj_per_byte": (0.5, 200.0, "from an idealized on-package memory to board-level HyperRAM"),
-}
 # reduced run lengths while fitting (the table itself uses the full paper settings)
 FIT_RUNS = {"tinyllama-42m": dict(gen_tokens=8), "tinyllama-scaled": dict(gen_tokens=2)}
-PRESET_DIR = DATA_DIR / "presets"
 GOLDEN = (math.sqrt(5) - 1) / 2
 
 
-def apply(chip, topo, values: dict):
-    return with_overrides(chip, topo, [f"{k}={v!r}" for k, v in values.items()])
-
-
-def load_preset(name: str) -> dict:
-    """Preset file: {"hw":..., "topology":..., "fitted": {param: value}, ...}."""
-    path = Path(name) if name.endswith(".toml") else PRESET_DIR / f"{name}.toml"
-    if not path.is_file():
-        known = sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
-        raise UserError(f"unknown preset {name!r}; known: {', '.join(known) or 'none'}")
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: not valid TOML: {e}") from None
-    unknown = sorted(set(table.get("fitted", {})) - set(BOUNDS))
-    if unknown:
-        raise UserError(f"{path}: [fitted] has unknown parameter(s) {', '.join(unknown)}")
-    return table
-
-
 def objective(chip, topo, values: dict, runs_over=FIT_RUNS) -> tuple[float, dict]:
-    c, t = apply(chip, topo, values)
+    c, t = with_values(chip, topo, values)
     ours, _ = evaluate(c, t, **runs_over)
     pub = {x.id: x.published for x in TARGETS}
     return sum(math.log(ours[k] / pub[k]) ** 2 for k in pub), ours
@@ -177,7 +145,7 @@ def calibrate_cmd(hw: str, topology: str, out: str | None, sweeps: int = 2, star
     t0 = time.perf_counter()
     values, info = fit(hw, topology, sweeps=sweeps, nm_iters=nm_iters,
                        start=load_preset(start).get("fitted") if start else None)
-    chip, topo = apply(load_chip(hw), load_topology(topology), values)
+    chip, topo = with_values(load_chip(hw), load_topology(topology), values)
     ours, _ = evaluate(chip, topo)
     err = errors_pct(ours)
     print(f"fitted {len(values)} parameters to {len(TARGETS)} targets:")

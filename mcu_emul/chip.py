@@ -53,15 +53,12 @@ class Meter:
 
     def __init__(self, hw: ChipSpec, clock: ChipClock, shapes: dict, where: dict):
         self.hw, self.clock, self.shapes, self.where = hw, clock, shapes, where
-
-    @property
-    def offchip_bytes(self) -> int:
-        return self.clock.bytes["offchip"]
+        # trace labels: "layers.3.wq" -> "wq"
+        self.labels = {k: k.split(".", 2)[2] if k.startswith("layers.") else k for k in shapes}
 
     def matmul(self, name: str, m: int):
         n, k = self.shapes[name]
-        label = name.split(".", 2)[2] if name.startswith("layers.") else name
-        self.clock.charge(costs.matmul(self.hw, m, n, k, self.where[name]), label)
+        self.clock.charge(costs.matmul(self.hw, m, n, k, self.where[name]), self.labels[name])
 
     def rows(self, name: str, nbytes: int):
         self.clock.charge(costs.row_fetch(self.hw, nbytes, self.where[name]), f"{name} rows")
@@ -129,16 +126,9 @@ def run_chip(spec: RunSpec, t) -> dict | None:
             raise InjectedFailure(f"injected failure at phase '{phase}' on rank {rank}")
 
     dry = spec.dry_run
-    wf = None if dry else WeightsFile(spec.weights, expect_model=spec.model)
-    if dry:
-        if spec.weights:                       # a converted model: its shapes come from the file
-            probe = WeightsFile(spec.weights, expect_model=spec.model)
-            cfg = probe.cfg
-            probe.close()
-        else:
-            cfg = load_model(spec.model)
-    else:
-        cfg = wf.cfg
+    # a dry run needs no weights file; given one (a converted model), its config is the model
+    wf = WeightsFile(spec.weights, expect_model=spec.model) if spec.weights else None
+    cfg = wf.cfg if wf is not None else load_model(spec.model)
     amax = _DryAmax() if dry else wf.act_maxabs
     if not isinstance(cfg, LlamaConfig) and spec.payload != "int32":
         raise UserError("--payload int8 is implemented for Llama models only")
@@ -185,7 +175,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
                 weight_bytes_by_place={p: sum(s.nbytes for s in specs if s.category == "weights" and where[s.key] == p)
                                        for p in (costs.WEIGHT_MEM, costs.L2, costs.L3)},
                 kv_cache_bytes=int(tensors["kv_cache"].nbytes) if "kv_cache" in tensors else 0,
-                weights_read_bytes=0 if dry else wf.bytes_read, offchip_bytes=clock.bytes["offchip"],
+                weights_read_bytes=wf.bytes_read if wf is not None else 0, offchip_bytes=clock.bytes["offchip"],
                 onchip_dma_bytes=clock.bytes["onchip"], link_bytes=clock.bytes["link"],
                 allreduce_calls=sync.calls, messages_sent=t.sent_messages, macs=clock.macs,
                 cycles=clock.now, busy_cycles=busy, idle_cycles=clock.cycles["idle"],

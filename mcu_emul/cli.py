@@ -8,8 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import known_models, load_chip, load_model, load_topology, with_overrides
+from .config import known_models, load_model
 from .errors import UserError
+from .presets import hardware
 
 DEFAULT_MODEL = "tinyllama-42m"
 DEFAULT_PRESET = "siracusa-paper"
@@ -116,16 +117,6 @@ def ensure_weights(model: str, seed: int, t=None) -> str:
     return str(path)
 
 
-def hardware(hw: str, topology: str, preset: str, sets: list):
-    """Chip and topology descriptions, the preset's fitted values, then --set overrides."""
-    chip, topo = load_chip(hw), load_topology(topology)
-    if preset and preset != "none":
-        from .calibrate import load_preset
-        fitted = load_preset(preset).get("fitted", {})
-        chip, topo = with_overrides(chip, topo, [f"{k}={v!r}" for k, v in fitted.items()])
-    return with_overrides(chip, topo, sets)
-
-
 def prompt_tokenizer(a):
     from .tokenizer import Tokenizer
     from .weights import WeightsFile, default_weights_path
@@ -181,8 +172,6 @@ def cmd_run(a, transport_factory):
         from .paper import PAPER_RUN
         a.gen_tokens = PAPER_RUN.get(a.model, {}).get("gen_tokens", 32)
     chip, topo = hardware(a.hw, a.topology, a.preset, a.set)
-    if chip.compute is None:
-        raise UserError(f"hardware description {a.hw!r} has only [memory]: costs need every section")
     if a.dry_run and (a.check_float or a.save_logits):
         raise UserError("--check-float and --save-logits need the numerics: drop --dry-run")
     t = transport_factory()

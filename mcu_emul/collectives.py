@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import costs
+
+ALGORITHMS = ("hierarchical", "ring", "flat")
 
 
 def sat_add8(a, b):
     """Saturating int8 addition (the --payload int8 reduction: approximate by design)."""
     return np.clip(a.astype(np.int16) + b, -127, 127).astype(np.int8)
-
-ALGORITHMS = ("hierarchical", "ring", "flat")
 
 
 class Link:
@@ -44,21 +45,8 @@ class Link:
 
     def reduce(self, op, a, b):
         if self.clock is not None:
-            from . import costs
             self.clock.charge(costs.elementwise(self.clock.hw, int(b.size)), "reduce")
         return op(a, b)
-
-
-def _exchange(buf, t, ranks, op):
-    """All-to-all exchange among `ranks`; each reduces in rank order."""
-    for r in ranks:
-        if r != t.rank:
-            t.send(buf, r)
-    acc = None
-    for r in ranks:
-        x = buf if r == t.rank else t.recv(r, buf.shape, buf.dtype)
-        acc = x.copy() if acc is None else t.reduce(op, acc, x)
-    return acc
 
 
 def flat(buf, t, op, ranks=None):
@@ -147,11 +135,9 @@ class Collectives:
             raise ValueError(f"unknown all-reduce algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
         self.t, self.algorithm, self.group_sizes = Link(transport, clock), algorithm, tuple(group_sizes)
         self.calls = 0
-        self.payload_bytes = 0
 
     def _run(self, buf, op, label):
         self.calls += 1
-        self.payload_bytes += buf.nbytes
         buf = np.ascontiguousarray(buf)
         clock = self.t.clock
         if clock is not None and clock.trace is not None:

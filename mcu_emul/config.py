@@ -191,11 +191,11 @@ class ChipSpec:
     """A chip: memories, compute rates, off-chip memory, power and energy (see data/hw/*.toml)."""
     name: str
     memory: MemorySpec
-    compute: ComputeSpec | None = None
-    dma: DmaSpec | None = None
-    offchip: OffchipSpec | None = None
-    power: PowerSpec | None = None
-    energy: EnergySpec | None = None
+    compute: ComputeSpec
+    dma: DmaSpec
+    offchip: OffchipSpec
+    power: PowerSpec
+    energy: EnergySpec
     origin: dict = field(default_factory=dict)
 
     @property
@@ -203,8 +203,6 @@ class ChipSpec:
         return self.memory.l2_bytes + self.memory.weight_mem_bytes
 
     def __post_init__(self):
-        if self.compute is None:
-            return
         for sec in _HW_SECTIONS:
             obj = getattr(self, sec)
             for f in fields(obj):
@@ -267,21 +265,15 @@ def chip_from_dict(table: dict, where: str) -> ChipSpec:
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
-    if "memory" not in table:
-        raise UserError(f"{where}: missing section [memory]")
-    secs = {}
-    for sec, cls in _HW_SECTIONS.items():
-        if sec in table:
-            secs[sec] = _build(cls, table[sec], f"{where} [{sec}]")
-    if len(secs) not in (1, len(_HW_SECTIONS)):
-        missing = sorted(set(_HW_SECTIONS) - set(secs))
+    missing = [m for m in _HW_SECTIONS if m not in table]
+    if missing:
         raise UserError(f"{where}: missing section(s) {', '.join('[' + m + ']' for m in missing)}")
+    secs = {sec: _build(cls, table[sec], f"{where} [{sec}]") for sec, cls in _HW_SECTIONS.items()}
     origin = dict(table.get("origin", {}))
-    if len(secs) == len(_HW_SECTIONS):
-        need = {f"{sec}.{f.name}" for sec, cls in _HW_SECTIONS.items() for f in fields(cls)}
-        lacking = sorted(need - set(origin))
-        if lacking:
-            raise UserError(f"{where}: [origin] has no entry for {', '.join(lacking)}")
+    need = {f"{sec}.{f.name}" for sec, cls in _HW_SECTIONS.items() for f in fields(cls)}
+    lacking = sorted(need - set(origin))
+    if lacking:
+        raise UserError(f"{where}: [origin] has no entry for {', '.join(lacking)}")
     return ChipSpec(name=table.get("name", Path(where).stem), origin=origin, **secs)
 
 
@@ -295,22 +287,15 @@ def load_topology(name: str = "siracusa-boards") -> Topology:
     return _build(Topology, table, where)
 
 
-def with_overrides(chip: ChipSpec, topo: Topology, sets: list[str]) -> tuple[ChipSpec, Topology]:
-    """Apply `--set section.key=value` (hw sections) and `--set link.key=value` (topology)."""
-    for item in sets:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise UserError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. compute.freq_hz=4e8")
-        lhs, val = item.split("=", 1)
+def with_values(chip: ChipSpec, topo: Topology, values: dict) -> tuple[ChipSpec, Topology]:
+    """Replace parameters by name: {"section.key": value} (hw sections) or {"link.key": value}."""
+    for lhs, v in values.items():
         sec, key = lhs.split(".", 1)
-        try:
-            v = tomllib.loads(f"v = {val}")["v"]
-        except tomllib.TOMLDecodeError:
-            v = val
         if sec == "link":
             if key not in {f.name for f in fields(Topology)} - {"name", "origin", "note"}:
                 raise UserError(f"--set {lhs}: unknown link/topology key {key!r}")
             topo = dataclasses.replace(topo, **{key: v})
-        elif sec in _HW_SECTIONS and getattr(chip, sec) is not None:
+        elif sec in _HW_SECTIONS:
             obj = getattr(chip, sec)
             if key not in {f.name for f in fields(obj)}:
                 raise UserError(f"--set {lhs}: unknown key {key!r} in [{sec}] "
@@ -319,3 +304,17 @@ def with_overrides(chip: ChipSpec, topo: Topology, sets: list[str]) -> tuple[Chi
         else:
             raise UserError(f"--set {lhs}: unknown section {sec!r} (known: link, {', '.join(_HW_SECTIONS)})")
     return chip, topo
+
+
+def with_overrides(chip: ChipSpec, topo: Topology, sets: list[str]) -> tuple[ChipSpec, Topology]:
+    """Apply `--set section.key=value` strings (values parsed as TOML, else kept as text)."""
+    values = {}
+    for item in sets:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. compute.freq_hz=4e8")
+        lhs, val = item.split("=", 1)
+        try:
+            values[lhs] = tomllib.loads(f"v = {val}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[lhs] = val
+    return with_values(chip, topo, values)

@@ -222,18 +222,19 @@ def from_llama2c(path, name: str | None = None):
 
 
 def calibration_ids(cfg, seed: int, folder: Path | None, ids: list[int] | None, text: str | None):
-    """(sequences of ids, how they were chosen)."""
-    n = 24 if isinstance(cfg, LlamaConfig) else min(128, cfg.max_positions)
+    """(sequences of ids, how they were chosen): given ids, else text through the folder's
+    tokenizer, else the seeded random ids of weights.calibration_inputs."""
+    from .weights import calibration_doc, calibration_inputs
+    max_len = cfg.context_len if isinstance(cfg, LlamaConfig) else cfg.max_positions
     if ids:
         bad = [i for i in ids if not 0 <= i < cfg.vocab_size]
-        _need(not bad, f"--calib-ids: id {bad[:1]} outside the vocabulary 0..{cfg.vocab_size - 1}")
-        return [np.asarray(ids[:max(n, 2)])], f"given token ids ({len(ids)})"
-    tok = folder / "tokenizer.json" if folder else None
-    if text and tok and tok.is_file():
+        _need(not bad, f"--calib-ids: id {bad[0] if bad else ''} outside the vocabulary 0..{cfg.vocab_size - 1}")
+        return [np.asarray(ids[:max_len])], f"given token ids ({min(len(ids), max_len)})"
+    if text:
+        tok = folder / "tokenizer.json" if folder else None
+        _need(tok is not None and tok.is_file(),
+              f"--calib-text needs a tokenizer.json in the model folder ({folder or 'llama2.c files have none'})")
         from .tokenizer import Tokenizer
-        t = Tokenizer.from_file(tok)
-        seq = t.encode(text)[: cfg.context_len if isinstance(cfg, LlamaConfig) else cfg.max_positions]
+        seq = Tokenizer.from_file(tok).encode(text)[:max_len]
         return [np.asarray(seq)], f"text through {tok.name} ({len(seq)} tokens)"
-    rng = np.random.default_rng(seed + 1)
-    return ([rng.integers(0, cfg.vocab_size, n) for _ in range(2)],
-            f"seeded random ids (seed {seed} + 1; 2 sequences of {n})")
+    return calibration_inputs(cfg, seed), calibration_doc(seed)

@@ -22,7 +22,6 @@ class ChipClock:
         self.cycles = {c: 0 for c in costs.CATEGORIES}
         self.bytes = {"onchip": 0, "offchip": 0, "link": 0}
         self.macs = 0
-        self.messages = 0
 
     def charge(self, c: costs.Cost, name: str = "kernel"):
         if self.trace is not None and c.cycles:
@@ -43,7 +42,6 @@ class ChipClock:
         start = max(self.now, self.link_free.get(port, 0))
         self.link_free[port] = start + ser
         self.bytes["link"] += nbytes
-        self.messages += 1
         if self.trace is not None:
             seq = self._sent[dest] = self._sent.get(dest, -1) + 1
             self.trace.append(("s", flow_id(self.rank, dest, seq), self.now, nbytes, dest))
@@ -65,9 +63,6 @@ class ChipClock:
     def span(self, name: str):
         """Context manager: a named slice (layer, all-reduce) on this chip's timeline."""
         return _Span(self, name)
-
-    def snapshot(self) -> dict:
-        return dict(now=self.now, cycles=dict(self.cycles), bytes=dict(self.bytes), macs=self.macs)
 
     def energy_mj(self) -> dict:
         return costs.energy_mj(self.hw, self.topo, self.cycles, self.bytes)

@@ -53,6 +53,25 @@ def mpi_command(n: int, args: list[str], mpiexec: str | None = None, python: str
     return [mpiexec, *extra, "-n", str(n), python or sys.executable, "-m", module, *args]
 
 
+def run_report(args: list[str], chips: int, json_path, dry: bool = False) -> dict:
+    """Run `python -m mcu_emul run ARGS --json json_path` on `chips` chips (MPI ranks, or
+    in-process with dry) and return its report; a failed run is a one-line UserError."""
+    import json
+    from .errors import UserError
+    args = ["run", *args, "--json", str(json_path), "--quiet"]
+    if dry:
+        cmd = [sys.executable, "-m", "mcu_emul", *args, "--dry-run", "--chips", str(chips)]
+    elif chips == 1:
+        cmd = [sys.executable, "-m", "mcu_emul", *args]
+    else:
+        cmd = mpi_command(chips, args)
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        tail = p.stderr.strip().splitlines()[-1:] or ["(no message)"]
+        raise UserError(f"run on {chips} chip(s) failed ({' '.join(args[:3])} ...): {tail[0]}")
+    return json.loads(Path(json_path).read_text())
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or not argv[0].isdigit() or int(argv[0]) < 1:

@@ -38,8 +38,9 @@ TARGETS = (
 
 CURVES = {"tinyllama-42m": (1, 2, 4, 8), "mobilebert": (1, 2, 3, 4),
           "tinyllama-scaled": (1, 2, 4, 8, 16, 32, 64)}
+# speed-up targets: (model, chips) against the same model on one chip
 SPEEDUP_POINTS = {"T3": ("tinyllama-42m", 8), "T5": ("tinyllama-scaled", 64), "T7": ("mobilebert", 4)}
-TARGET_RUNS = {"tinyllama-42m": (1, 8), "mobilebert": (1, 4), "tinyllama-scaled": (1, 64)}
+TARGET_RUNS = {m: (1, n) for m, n in SPEEDUP_POINTS.values()}     # every target uses these runs
 
 
 def run_spec(model: str, chip: ChipSpec, topo: Topology, dry: bool, weights: str = "", **over) -> RunSpec:
@@ -62,15 +63,11 @@ def _dry_summary(model: str, chips: int, chip: ChipSpec, topo: Topology) -> dict
 
 def ours(fig: dict) -> dict:
     """Our value of each target from figures keyed by (model, chips)."""
-    tl1, tl8 = fig[("tinyllama-42m", 1)], fig[("tinyllama-42m", 8)]
-    mb1, mb4 = fig[("mobilebert", 1)], fig[("mobilebert", 4)]
-    s1, s64 = fig[("tinyllama-scaled", 1)], fig[("tinyllama-scaled", 64)]
-    return {
-        "T1": tl8["latency_ms"], "T2": tl8["energy_mj"],
-        "T3": tl1["latency_ms"] / tl8["latency_ms"], "T4": tl1["edp_mj_ms"] / tl8["edp_mj_ms"],
-        "T5": s1["latency_ms"] / s64["latency_ms"],
-        "T6": mb4["latency_ms"], "T7": mb1["latency_ms"] / mb4["latency_ms"],
-    }
+    out = {t: fig[(m, 1)]["latency_ms"] / fig[(m, n)]["latency_ms"] for t, (m, n) in SPEEDUP_POINTS.items()}
+    tl1, tl8 = fig[SPEEDUP_POINTS["T3"][0], 1], fig[SPEEDUP_POINTS["T3"]]
+    out |= {"T1": tl8["latency_ms"], "T2": tl8["energy_mj"], "T4": tl1["edp_mj_ms"] / tl8["edp_mj_ms"],
+            "T6": fig[SPEEDUP_POINTS["T7"]]["latency_ms"]}
+    return {t.id: out[t.id] for t in TARGETS}
 
 
 def evaluate(chip: ChipSpec, topo: Topology, runs=TARGET_RUNS, **over_by_model) -> tuple[dict, dict]:
@@ -88,30 +85,17 @@ def errors_pct(values: dict) -> dict:
 
 def real_figures(model: str, chips: int, preset: str, tmpdir) -> dict:
     """Figures of one configuration from a real run: `mpiexec -n chips python -m mcu_emul run`."""
-    import json
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
-    js = Path(tmpdir) / f"{model}-{chips}.json"
+    from .launcher import run_report
     kw = PAPER_RUN[model]
-    args = ["run", "--model", model, "--json", str(js), "--quiet", "--preset", preset]
+    args = ["--model", model, "--preset", preset]
     if "gen_tokens" in kw:
         args += ["--gen-tokens", str(kw["gen_tokens"]), "--prompt-ids", ",".join(map(str, kw["prompt_ids"]))]
     else:
         args += ["--seq-len", str(kw["seq_len"])]
-    cmd = [sys.executable, "-m", "mcu_emul", *args]
-    if chips > 1:
-        mpiexec = Path(sys.executable).parent / "mpiexec"
-        cmd = [str(mpiexec) if mpiexec.exists() else "mpiexec", "-n", str(chips), *cmd]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-    if p.returncode != 0:
-        from .errors import UserError
-        raise UserError(f"paper run {model} on {chips} chips failed: {p.stderr.strip().splitlines()[-1:]}")
-    r = json.loads(js.read_text())
-    return {"latency_ms": r["latency_ms"], "energy_mj": r["energy_mj"], "edp_mj_ms": r["edp_mj_ms"],
-            "energy_mj_by_category": r["energy_mj_by_category"], "latency_ms_by_category": r["latency_ms_by_category"], "chips": chips, "placement": r["placement"],
-            "offchip_bytes": r["offchip_bytes"], "link_bytes": r["link_bytes"]}
+    r = run_report(args, chips, Path(tmpdir) / f"{model}-{chips}.json")
+    return {k: r[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms", "energy_mj_by_category",
+                              "latency_ms_by_category", "placement")} | {"chips": chips}
 
 
 def paper_cmd(dry: bool, preset: str, out: str | None) -> int:
@@ -120,7 +104,7 @@ def paper_cmd(dry: bool, preset: str, out: str | None) -> int:
     import os
     import tempfile
     import time
-    from .cli import hardware
+    from .presets import hardware
     from .report import atomic_write_bytes
     t0 = time.perf_counter()
     chip, topo = hardware("siracusa", "siracusa-boards", preset, [])

@@ -48,8 +48,7 @@ def figures(res: dict) -> dict:
     slow = max(chips, key=lambda c: c["cycles"])
     return {"latency_ms": latency_ms, "energy_mj": energy_mj, "edp_mj_ms": latency_ms * energy_mj,
             "latency_ms_by_category": {k: v / f * 1e3 / steps for k, v in slow["cycles_by_category"].items()},
-            "energy_mj_by_category": {k: sum(c["energy_mj_by_category"][k] for c in chips) / steps for k in cats},
-            "per": "token" if steps > 1 or res.get("token_ids") else "inference", "steps": steps}
+            "energy_mj_by_category": {k: sum(c["energy_mj_by_category"][k] for c in chips) / steps for k in cats}}
 
 
 def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:

@@ -7,12 +7,12 @@ import csv
 import io
 import itertools
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from .errors import UserError
+from .launcher import run_report
 from .report import atomic_write_bytes
 
 COLUMNS = ("model", "chips", "allreduce", "placement_asked", "placement", "overrides", "latency_ms",
@@ -53,23 +53,10 @@ class Progress:
 
 
 def run_point(model: str, p: dict, extra: list[str], dry: bool, tmp: Path, index: int = 0) -> dict:
-    js = tmp / f"point-{index}.json"
-    args = ["run", "--model", model, "--allreduce", p["allreduce"], "--placement", p["placement"],
-            "--json", str(js), "--quiet", *extra]
+    args = ["--model", model, "--allreduce", p["allreduce"], "--placement", p["placement"], *extra]
     for o in p["overrides"]:
         args += ["--set", o]
-    if dry:
-        cmd = [sys.executable, "-m", "mcu_emul", *args, "--dry-run", "--chips", str(p["chips"])]
-    elif p["chips"] == 1:
-        cmd = [sys.executable, "-m", "mcu_emul", *args]
-    else:
-        from .launcher import mpi_command
-        cmd = mpi_command(p["chips"], args)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        tail = r.stderr.strip().splitlines()[-1:] or ["(no message)"]
-        raise UserError(f"sweep point {p} failed: {tail[0]}")
-    rep = json.loads(js.read_text())
+    rep = run_report(args, p["chips"], tmp / f"point-{index}.json", dry)
     return {"model": model, "chips": p["chips"], "allreduce": p["allreduce"], "placement_asked": p["placement"],
             "placement": rep["placement"], "overrides": ";".join(p["overrides"]),
             **{k: rep[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms", "offchip_bytes", "link_bytes",

@@ -24,11 +24,9 @@ class Transport:
 
     def __init__(self):
         self.sent_messages = 0
-        self.sent_bytes = 0
 
     def _count(self, arr):
         self.sent_messages += 1
-        self.sent_bytes += arr.nbytes
 
     def send(self, arr: np.ndarray, dest: int, count: bool = True, stamp=(0, 0)) -> None:
         """Send arr to dest with a stamp of two int64 (emulated arrival time, transfer cycles)."""

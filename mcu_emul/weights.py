@@ -87,6 +87,10 @@ def calibration_inputs(cfg: ModelConfig, seed: int) -> list[np.ndarray]:
     return [rng.integers(0, cfg.vocab_size, n) for _ in range(CALIB_SEQS)]
 
 
+def calibration_doc(seed: int) -> str:
+    return f"{CALIB_SEQS} seeded random-token sequences (seed {seed} + 1)"
+
+
 def calibrate(cfg: ModelConfig, w: dict, seed: int, inputs=None) -> dict[str, float]:
     """Max |x| at every quantization site over the float model on calibration inputs."""
     amax: dict[str, float] = {}
@@ -125,8 +129,8 @@ def write_weights(cfg: ModelConfig, w: dict, out, seed: int = 0, init: str = INI
             f.attrs["config"] = json.dumps(config_to_dict(cfg))
             f.attrs["seed"] = seed
             f.attrs["init"] = init
-            f.attrs["calibration"] = "max-abs over " + (calib_doc or (
-                f"{CALIB_SEQS} seeded random-token sequences (seed {seed if calib_seed is None else calib_seed} + 1)"))
+            f.attrs["calibration"] = "max-abs over " + (
+                calib_doc or calibration_doc(seed if calib_seed is None else calib_seed))
             if tokenizer_json:
                 f.attrs["tokenizer_json"] = tokenizer_json
             t = f.create_group("t")

@@ -28,9 +28,31 @@ def env():
     return e
 
 
+def _in_use() -> set:
+    """Files under /dev/shm or /tmp that a live process maps or holds open."""
+    used = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                used.update(line.split()[-1] for line in f if "/dev/shm/" in line)
+            fd_dir = f"/proc/{pid}/fd"
+            used.update(os.readlink(os.path.join(fd_dir, fd)) for fd in os.listdir(fd_dir))
+        except OSError:
+            continue
+    return used
+
+
 def cleanup_mpich():
-    """MPICH leaves shared-memory segments and hwloc files behind after an abort."""
-    for p in glob.glob("/dev/shm/mpich_shm_*") + glob.glob("/tmp/hydra_hwloc_xmlfile_*"):
+    """MPICH leaves shared-memory segments and hwloc files behind after an abort. Remove the
+    orphans only: a segment that a live process still maps belongs to a running MPI job
+    (another test session, a user's run) and is left alone."""
+    leftovers = glob.glob("/dev/shm/mpich_shm_*") + glob.glob("/tmp/hydra_hwloc_xmlfile_*")
+    if not leftovers:
+        return
+    used = _in_use()
+    for p in leftovers:
+        if p in used:
+            continue
         try:
             os.unlink(p)
         except OSError:

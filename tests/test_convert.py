@@ -94,41 +94,40 @@ def compare_runs(tmp_path, h5, extra, ref):
         yield n, _cos(ours, want), float(np.mean(ours.argmax(-1) == want.argmax(-1)))
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_hf_llama_matches_transformers(tmp_path, tied):
+def _hf_roundtrip(tmp_path, make_model, output, extra):
+    """Save a random-init transformers model, convert it, run it at 1 and 4 chips; yield
+    (chips, per-row cosine vs transformers, top-1 agreement)."""
     torch = pytest.importorskip("torch", reason="needs torch (pip install torch transformers)")
     transformers = pytest.importorskip("transformers", reason="needs transformers")
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=8,
-                                   num_key_value_heads=4, vocab_size=300, max_position_embeddings=64,
-                                   tie_word_embeddings=tied)
-    model = transformers.LlamaForCausalLM(cfg).eval()
+    model = make_model(transformers).eval()
     model.save_pretrained(tmp_path / "hf", safe_serialization=True)
     p = run_cli(["convert", "--from", "hf", tmp_path / "hf", "--out", tmp_path / "hf.h5"])
     assert p.returncode == 0, p.stderr
+
     def ref(ids):
         with torch.no_grad():
-            return model(torch.tensor([ids])).logits[0].numpy()
-    for n, cos, top1 in compare_runs(tmp_path, tmp_path / "hf.h5", ["--gen-tokens", "16"], ref):
+            return getattr(model(torch.tensor([ids])), output)[0].numpy()
+    yield from compare_runs(tmp_path, tmp_path / "hf.h5", extra, ref)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_hf_llama_matches_transformers(tmp_path, tied):
+    def make(tf):
+        return tf.LlamaForCausalLM(tf.LlamaConfig(
+            hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=8,
+            num_key_value_heads=4, vocab_size=300, max_position_embeddings=64, tie_word_embeddings=tied))
+    for n, cos, top1 in _hf_roundtrip(tmp_path, make, "logits", ["--gen-tokens", "16"]):
         print(f"HF Llama tied={tied} chips={n}: mean cosine {cos.mean():.4f}, top-1 agreement {top1:.2f}")
         assert len(cos) >= 16 and cos.mean() >= 0.99
 
 
 def test_hf_mobilebert_matches_transformers(tmp_path):
-    torch = pytest.importorskip("torch", reason="needs torch (pip install torch transformers)")
-    transformers = pytest.importorskip("transformers", reason="needs transformers")
-    torch.manual_seed(0)
-    cfg = transformers.MobileBertConfig(vocab_size=200, hidden_size=64, embedding_size=32, num_hidden_layers=2,
-                                        num_attention_heads=4, intermediate_size=64, intra_bottleneck_size=32,
-                                        true_hidden_size=32, max_position_embeddings=64)
-    model = transformers.MobileBertModel(cfg).eval()
-    model.save_pretrained(tmp_path / "mb", safe_serialization=True)
-    p = run_cli(["convert", "--from", "hf", tmp_path / "mb", "--out", tmp_path / "mb.h5"])
-    assert p.returncode == 0, p.stderr
-    def ref(ids):
-        with torch.no_grad():
-            return model(torch.tensor([ids])).last_hidden_state[0].numpy()
-    for n, cos, _ in compare_runs(tmp_path, tmp_path / "mb.h5", ["--seq-len", "32"], ref):
+    def make(tf):
+        return tf.MobileBertModel(tf.MobileBertConfig(
+            vocab_size=200, hidden_size=64, embedding_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=64, intra_bottleneck_size=32, true_hidden_size=32, max_position_embeddings=64))
+    for n, cos, _ in _hf_roundtrip(tmp_path, make, "last_hidden_state", ["--seq-len", "32"]):
         print(f"HF MobileBERT chips={n}: mean hidden-state cosine {cos.mean():.4f}")
         assert cos.mean() >= 0.99
 

@@ -1,0 +1,45 @@
+"""Presets: the fitted parameter values (written by `calibrate`) applied on top of the
+hardware and topology descriptions, and the bounds each fitted parameter may take."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from .config import DATA_DIR, load_chip, load_topology, with_overrides, with_values
+from .errors import UserError
+
+PRESET_DIR = DATA_DIR / "presets"
+
+# parameter -> (low, high, why these bounds)
+BOUNDS = {
+    "compute.freq_hz": (1.0e8, 5.0e8, "the chip's operating range"),
+    "compute.engine_macs_per_cycle": (8.0, 128.0, "from the cluster's GEMV rate to a 1024-bit weight port"),
+    "offchip.l3_bytes_per_s": (2.0e8, 3.2e9, "single HyperRAM (0.2 GB/s) to a wide dual-channel L3 (3.2 GB/s)"),
+    "link.link_bytes_per_s": (1.0e7, 2.0e9, "from SPI-class to a 16-lane LVDS chip-to-chip link"),
+    "link.link_latency_s": (1.0e-7, 5.0e-5, "from a hardware link to a software-driven transfer"),
+    "power.active_w": (0.02, 0.40, "an 8-core 16 nm cluster; one Siracusa running a Llama draws ~0.167 W"),
+    "energy.l3_pj_per_byte": (0.5, 200.0, "from an idealized on-package memory to board-level HyperRAM"),
+}
+
+def load_preset(name: str) -> dict:
+    """Preset file: {"hw":..., "topology":..., "fitted": {param: value}, ...}."""
+    path = Path(name) if name.endswith(".toml") else PRESET_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+        raise UserError(f"unknown preset {name!r}; known: {', '.join(known) or 'none'}")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML: {e}") from None
+    unknown = sorted(set(table.get("fitted", {})) - set(BOUNDS))
+    if unknown:
+        raise UserError(f"{path}: [fitted] has unknown parameter(s) {', '.join(unknown)}")
+    return table
+
+
+def hardware(hw: str, topology: str, preset: str, sets: list[str]):
+    """Chip and topology descriptions, the preset's fitted values, then --set overrides."""
+    chip, topo = load_chip(hw), load_topology(topology)
+    if preset and preset != "none":
+        chip, topo = with_values(chip, topo, load_preset(preset).get("fitted", {}))
+    return with_overrides(chip, topo, sets)
