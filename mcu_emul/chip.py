@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import costs, llama, mobilebert
+from . import kernels as K
 from .collectives import Collectives
 from .config import ChipSpec, LlamaConfig, ModelConfig, Topology, load_model
 from .counters import ChipClock
@@ -49,16 +50,24 @@ class InjectedFailure(RuntimeError):
 
 class Meter:
     """Charges every kernel of one chip to its emulated clock, from shapes and the place of
-    each weight (weight memory, L2, or off-chip L3)."""
+    each weight (weight memory, L2, or off-chip L3, or rows split over places)."""
 
-    def __init__(self, hw: ChipSpec, clock: ChipClock, shapes: dict, where: dict):
-        self.hw, self.clock, self.shapes, self.where = hw, clock, shapes, where
+    def __init__(self, hw: ChipSpec, clock: ChipClock, shapes: dict, where: dict, dry: bool = False):
+        self.hw, self.clock, self.shapes, self.where, self.dry = hw, clock, shapes, where, dry
         # trace labels: "layers.3.wq" -> "wq"
         self.labels = {k: k.split(".", 2)[2] if k.startswith("layers.") else k for k in shapes}
 
     def matmul(self, name: str, m: int):
         n, k = self.shapes[name]
         self.clock.charge(costs.matmul(self.hw, m, n, k, self.where[name]), self.labels[name])
+
+    def weight_kernel(self, name: str, w, x: np.ndarray) -> np.ndarray:
+        """W x for weight `name` (a kernels.QWeight): charged from shapes, computed unless this
+        is a dry run (then zeros of the right shape). int32 (..., n)."""
+        self.matmul(name, 1 if x.ndim == 1 else x.shape[0])
+        if self.dry:
+            return np.zeros(x.shape[:-1] + (w.shape[0],), np.int32)
+        return K.matmul_i8(x, w)
 
     def rows(self, name: str, nbytes: int):
         self.clock.charge(costs.row_fetch(self.hw, nbytes, self.where[name]), f"{name} rows")
@@ -71,6 +80,9 @@ class Meter:
 
     def span(self, name: str):
         return self.clock.span(name)
+
+    def section(self, name: str):
+        return self.clock.section(name)
 
 
 def run_len_of(cfg: ModelConfig, spec: RunSpec) -> int:
@@ -143,7 +155,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     clock = ChipClock(spec.chip, spec.topology, rank)
     if spec.trace:
         clock.trace = []
-    meter = Meter(spec.chip, clock, {s.key: s.shape for s in specs if s.category == "weights"}, where)
+    meter = Meter(spec.chip, clock, {s.key: s.shape for s in specs if s.category == "weights"}, where, dry)
     sync = Collectives(t, spec.allreduce, spec.topology.group_sizes, clock)
 
     t0 = time.perf_counter()
@@ -169,18 +181,23 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     fail("report")
     t.finish()
     energy = clock.energy_mj()
+    sections = {}
+    for name, c in clock.sections.items():
+        e = clock.energy_mj(c)
+        sections[name] = dict(cycles=sum(c["cycles"].values()), cycles_by_category=c["cycles"],
+                              energy_mj=sum(e.values()), energy_mj_by_category=e, macs=c["macs"],
+                              offchip_bytes=c["bytes"]["offchip"], link_bytes=c["bytes"]["link"])
     busy = sum(v for k, v in clock.cycles.items() if k != "idle")
     chip = dict(rank=rank, onchip_capacity_bytes=spec.chip.onchip_capacity_bytes, onchip_used_bytes=arena.used,
                 onchip_used_by_category=dict(arena.used_by), weight_bytes=weight_bytes,
-                weight_bytes_by_place={p: sum(s.nbytes for s in specs if s.category == "weights" and where[s.key] == p)
-                                       for p in (costs.WEIGHT_MEM, costs.L2, costs.L3)},
+                weight_bytes_by_place=weight_bytes_by_place(specs, where),
                 kv_cache_bytes=int(tensors["kv_cache"].nbytes) if "kv_cache" in tensors else 0,
                 weights_read_bytes=wf.bytes_read if wf is not None else 0, offchip_bytes=clock.bytes["offchip"],
                 onchip_dma_bytes=clock.bytes["onchip"], link_bytes=clock.bytes["link"],
                 allreduce_calls=sync.calls, messages_sent=t.sent_messages, macs=clock.macs,
                 cycles=clock.now, busy_cycles=busy, idle_cycles=clock.cycles["idle"],
                 cycles_by_category=dict(clock.cycles), energy_mj=sum(energy.values()),
-                energy_mj_by_category=energy,
+                energy_mj_by_category=energy, sections=sections,
                 heads=list(sl.heads), ffn=list(sl.ffn), vocab=list(sl.vocab), hidden=list(sl.hidden))
     if wf is not None:
         wf.close()
@@ -193,6 +210,16 @@ def run_chip(spec: RunSpec, t) -> dict | None:
                 output_scale=out_scale, token_ids=gen, inputs=inputs, host_step_s=step_s, dry_run=dry, traces=traces,
                 freq_hz=spec.chip.compute.freq_hz,
                 output_sha256=hashlib.sha256(np.ascontiguousarray(out).astype("<i2").tobytes()).hexdigest())
+
+
+def weight_bytes_by_place(specs, where: dict) -> dict:
+    out = {p: 0 for p in (costs.WEIGHT_MEM, costs.L2, costs.L3)}
+    for s in specs:
+        if s.category == "weights":
+            row_bytes = s.nbytes // max(s.shape[0], 1)
+            for place, rows in where[s.key]:
+                out[place] += rows * row_bytes
+    return out
 
 
 def llama_logit_scale(amax) -> float:

@@ -153,7 +153,8 @@ class ComputeSpec:
     freq_hz: float
     cluster_gemv_macs_per_cycle: float
     cluster_gemm_macs_per_cycle: float
-    engine_macs_per_cycle: float
+    engine_gemv_macs_per_cycle: float
+    engine_gemm_macs_per_cycle: float
     kernel_overhead_cycles: int
     elementwise_per_cycle: float
 
@@ -172,7 +173,8 @@ class OffchipSpec:
 
 @dataclass(frozen=True)
 class PowerSpec:
-    active_w: float
+    cluster_active_w: float
+    engine_active_w: float
     idle_w: float
 
 

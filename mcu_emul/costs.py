@@ -7,6 +7,7 @@ up the same numbers.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -17,33 +18,43 @@ WEIGHT_MEM, L2, L3 = "weight_mem", "l2", "l3"
 
 @dataclass(frozen=True)
 class Cost:
-    """Cycles by category and bytes moved by one kernel."""
+    """Cycles by category and bytes moved by one kernel (or a few, added)."""
     compute: int = 0
     onchip: int = 0          # stall on L2 <-> L1 DMA beyond compute
     offchip: int = 0         # stall on L3 beyond compute and DMA
     onchip_bytes: int = 0
     offchip_bytes: int = 0
     macs: int = 0
+    engine: int = 0          # the part of `compute` run by the neural engine (the rest: cluster)
 
     @property
     def cycles(self) -> int:
         return self.compute + self.onchip + self.offchip
+
+    def __add__(self, o: "Cost") -> "Cost":
+        return Cost(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(o))))
 
 
 def _ceil(x: float) -> int:
     return int(math.ceil(x - 1e-9))
 
 
-def matmul(hw: ChipSpec, m: int, n: int, k: int, where: str) -> Cost:
-    """Y(m, n) = X(m, k) W(n, k)^T with int8 W held in `where` (weight_mem, l2 or l3).
+def matmul(hw: ChipSpec, m: int, n: int, k: int, where) -> Cost:
+    """Y(m, n) = X(m, k) W(n, k)^T with int8 W held in `where`: weight_mem, l2 or l3, or a
+    tuple of (place, rows) parts when W's rows are split over places (one kernel per part).
 
-    Weights in the weight memory feed the neural engine directly; weights in L2 (or streamed
-    from L3) are computed by the cluster and pass through L1 by DMA.
+    Weights in the weight memory feed the neural engine directly: at its GEMV rate for one
+    token (no weight reuse: bound by its weight port), at its GEMM rate for several; weights
+    in L2 (or streamed from L3) are computed by the cluster and pass through L1 by DMA.
     """
+    if not isinstance(where, str):
+        parts = [matmul(hw, m, rows, k, place) for place, rows in where]
+        return sum(parts[1:], parts[0])
     c, macs, wbytes = hw.compute, m * n * k, n * k
     act_bytes = m * k + 4 * m * n                           # int8 in, int32 out
     if where == WEIGHT_MEM:
-        rate, dma_bytes = c.engine_macs_per_cycle, act_bytes
+        rate = c.engine_gemv_macs_per_cycle if m == 1 else c.engine_gemm_macs_per_cycle
+        dma_bytes = act_bytes
     else:
         rate = c.cluster_gemv_macs_per_cycle if m == 1 else c.cluster_gemm_macs_per_cycle
         dma_bytes = act_bytes + wbytes
@@ -55,7 +66,7 @@ def matmul(hw: ChipSpec, m: int, n: int, k: int, where: str) -> Cost:
         off_bytes = wbytes
         l3 = _ceil(wbytes * c.freq_hz / hw.offchip.l3_bytes_per_s) + hw.offchip.l3_latency_cycles
         offchip = max(0, l3 - compute - onchip) if hw.offchip.l3_overlaps_compute else l3
-    return Cost(compute, onchip, offchip, dma_bytes, off_bytes, macs)
+    return Cost(compute, onchip, offchip, dma_bytes, off_bytes, macs, compute if where == WEIGHT_MEM else 0)
 
 
 def attention(hw: ChipSpec, heads: int, m: int, t: int, hd: int) -> Cost:
@@ -70,8 +81,12 @@ def elementwise(hw: ChipSpec, n: int) -> Cost:
     return Cost(compute=_ceil(n / hw.compute.elementwise_per_cycle) + hw.compute.kernel_overhead_cycles)
 
 
-def row_fetch(hw: ChipSpec, nbytes: int, where: str) -> Cost:
-    """Fetch embedding rows (nbytes) into L1; from L3 when the table is off chip."""
+def row_fetch(hw: ChipSpec, nbytes: int, where) -> Cost:
+    """Fetch embedding rows (nbytes) into L1; from L3 when the table is off chip. For a table
+    split over places, the row is charged from the slowest (which holds it is known only at
+    run time)."""
+    if not isinstance(where, str):
+        where = L3 if any(p == L3 for p, _ in where) else L2
     dma = _ceil(nbytes / hw.dma.l2_l1_bytes_per_cycle)
     if where == L3:
         l3 = _ceil(nbytes * hw.compute.freq_hz / hw.offchip.l3_bytes_per_s) + hw.offchip.l3_latency_cycles
@@ -90,17 +105,19 @@ def link_cycles(hw: ChipSpec, topo: Topology, nbytes: int, level: int) -> tuple[
 CATEGORIES = ("compute", "onchip", "offchip", "link", "idle")
 
 
-def energy_mj(hw: ChipSpec, topo: Topology, cycles: dict, nbytes: dict) -> dict:
+def energy_mj(hw: ChipSpec, topo: Topology, cycles: dict, nbytes: dict, engine_cycles: int = 0) -> dict:
     """Energy by category (mJ) from a chip's cycle and byte counters.
 
-    Compute time at active power. Every stall (waiting on L2 DMA, on L3, on a link that the
-    DMA drives, or on another chip) at idle power: the cluster is clock-gated while it waits.
-    Plus energy per byte of L2, L3 and link traffic.
+    Compute time at the active power of the unit that ran it (cluster or neural engine). Every
+    stall (waiting on L2 DMA, on L3, on a link that the DMA drives, or on another chip) at idle
+    power: the cluster is clock-gated while it waits. Plus energy per byte of L2, L3 and link
+    traffic.
     """
-    f, pa, pi = hw.compute.freq_hz, hw.power.active_w, hw.power.idle_w
+    f, p, pi = hw.compute.freq_hz, hw.power, hw.power.idle_w
     mj = 1e3
+    compute_j = (p.cluster_active_w * (cycles["compute"] - engine_cycles) + p.engine_active_w * engine_cycles) / f
     return {
-        "compute": pa * cycles["compute"] / f * mj,
+        "compute": compute_j * mj,
         "onchip": (pi * cycles["onchip"] / f + hw.energy.l2_pj_per_byte * 1e-12 * nbytes["onchip"]) * mj,
         "offchip": (pi * cycles["offchip"] / f + hw.energy.l3_pj_per_byte * 1e-12 * nbytes["offchip"]) * mj,
         "link": (pi * cycles["link"] / f + topo.link_pj_per_byte * 1e-12 * nbytes["link"]) * mj,

@@ -22,6 +22,8 @@ class ChipClock:
         self.cycles = {c: 0 for c in costs.CATEGORIES}
         self.bytes = {"onchip": 0, "offchip": 0, "link": 0}
         self.macs = 0
+        self.engine_cycles = 0                 # compute cycles run on the neural engine
+        self.sections = {}                     # name -> counters accumulated inside section(name)
 
     def charge(self, c: costs.Cost, name: str = "kernel"):
         if self.trace is not None and c.cycles:
@@ -33,6 +35,7 @@ class ChipClock:
         self.bytes["onchip"] += c.onchip_bytes
         self.bytes["offchip"] += c.offchip_bytes
         self.macs += c.macs
+        self.engine_cycles += c.engine
         self.now += c.cycles
 
     def send(self, nbytes: int, dest: int) -> tuple[int, int]:
@@ -64,8 +67,18 @@ class ChipClock:
         """Context manager: a named slice (layer, all-reduce) on this chip's timeline."""
         return _Span(self, name)
 
-    def energy_mj(self) -> dict:
-        return costs.energy_mj(self.hw, self.topo, self.cycles, self.bytes)
+    def section(self, name: str):
+        """Context manager: add the counters of the enclosed work to self.sections[name]
+        (e.g. "blocks": the Transformer blocks of every step, the scope of the paper's figures)."""
+        return _Section(self, name)
+
+    def counters(self) -> dict:
+        return {"cycles": dict(self.cycles), "bytes": dict(self.bytes), "engine_cycles": self.engine_cycles,
+                "macs": self.macs}
+
+    def energy_mj(self, counters: dict | None = None) -> dict:
+        c = counters or self.counters()
+        return costs.energy_mj(self.hw, self.topo, c["cycles"], c["bytes"], c["engine_cycles"])
 
 
 def flow_id(src: int, dst: int, seq: int) -> int:
@@ -82,3 +95,28 @@ class _Span:
     def __exit__(self, *exc):
         if self.clock.trace is not None:
             self.clock.trace.append(("X", self.name, self.start, self.clock.now - self.start, "span"))
+
+
+def _delta(a, b):
+    """b - a for (nested dicts of) counters."""
+    if isinstance(a, dict):
+        return {k: _delta(a[k], b[k]) for k in a}
+    return b - a
+
+
+def _add(acc, d):
+    if isinstance(d, dict):
+        return {k: _add(acc.get(k, 0) if acc else 0, v) for k, v in d.items()}
+    return (acc or 0) + d
+
+
+class _Section:
+    def __init__(self, clock, name):
+        self.clock, self.name = clock, name
+
+    def __enter__(self):
+        self.start = self.clock.counters()
+
+    def __exit__(self, *exc):
+        d = _delta(self.start, self.clock.counters())
+        self.clock.sections[self.name] = _add(self.clock.sections.get(self.name), d)

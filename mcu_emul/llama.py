@@ -99,12 +99,7 @@ class LlamaChip:
         self.emb = t["tok_embedding"]                                 # int8 (v1 - v0, dim)
 
     def _mm(self, x, name):
-        """Weight kernel: charged from shapes; computed unless this is a dry run."""
-        w = self.w[name]
-        self.meter.matmul(name, 1 if x.ndim == 1 else x.shape[0])
-        if self.dry:
-            return np.zeros(x.shape[:-1] + (w.shape[0],), np.int32)
-        return K.matmul_i8(x, w)
+        return self.meter.weight_kernel(name, self.w[name], x)
 
     def _reduce(self, part, rq, rq2, l, what):
         """All-reduce a block's partial sums and requantize to the residual scale.
@@ -128,9 +123,10 @@ class LlamaChip:
             x = Requant(self.rq_emb[token - v0])(self.emb[token - v0], 16).astype(np.int32)
         fail("embed")
         x = K.sat16(self.sync.sum(x, "embed"))
-        for l, L in enumerate(self.layers):
-            with self.meter.span(f"layer {l}"):
-                x = self._layer(l, L, x, pos, fail)
+        with self.meter.section("blocks"):
+            for l, L in enumerate(self.layers):
+                with self.meter.span(f"layer {l}"):
+                    x = self._layer(l, L, x, pos, fail)
         self.meter.elementwise(cfg.dim + 2 * (v1 - v0), "final norm + logits")
         h = K.rmsnorm_i(x, self.g_final, self.eps_int)
         return self.rq_logit(self._mm(h, self.cls), 16)              # int16 (v1 - v0,)

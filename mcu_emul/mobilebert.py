@@ -121,12 +121,7 @@ class MobileBertChip:
             self.layers.append(L)
 
     def _mm(self, x, name):
-        """Weight kernel: charged from shapes; computed unless this is a dry run."""
-        w = self.w[name]
-        self.meter.matmul(name, x.shape[0])
-        if self.dry:
-            return np.zeros((x.shape[0], w.shape[0]), np.int64)
-        return K.matmul_i8(x, w).astype(np.int64)
+        return self.meter.weight_kernel(name, self.w[name], x).astype(np.int64)
 
     def encode(self, ids: np.ndarray, types: np.ndarray, fail=lambda phase: None) -> np.ndarray:
         """ids, types: int (S,) -> this chip's hidden columns, int16 (S, x1 - x0)."""
@@ -154,9 +149,10 @@ class MobileBertChip:
              + E["rq_type"].take(types)(t["type_emb"][types], 32) + E["nb"])
         x = K.sat16(x)                                                # int16 (S, nx)
         h0, h1 = self.sl.heads
-        for l, L in enumerate(self.layers):
-            with self.meter.span(f"layer {l}"):
-                x = self._layer(l, L, x, S, nx, nh, ni, fail)
+        with self.meter.section("blocks"):
+            for l, L in enumerate(self.layers):
+                with self.meter.span(f"layer {l}"):
+                    x = self._layer(l, L, x, S, nx, nh, ni, fail)
         return x
 
     def _layer(self, l, L, x, S, nx, nh, ni, fail):

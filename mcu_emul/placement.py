@@ -25,9 +25,13 @@ def footprint(cfg: ModelConfig, n_chips: int, run_len: int) -> list[dict]:
 
 
 def _placement_order(specs: list[Spec]) -> list[Spec]:
-    """Reservations and per-channel constants first (they must be on chip), then weights,
-    largest first (first-fit decreasing keeps the weight memory and L2 from fragmenting)."""
-    weights = sorted((s for s in specs if s.category == "weights"), key=lambda s: -s.nbytes)
+    """Reservations and per-channel constants first (they must be on chip), then the weights of
+    the Transformer blocks in layer order (they fill the weight memory first), then embedding
+    and classifier weights. Weights are packed without gaps (see memory.Arena), so the order
+    decides which weights sit in the weight memory, which in L2 and, when streaming, which
+    stay off chip."""
+    weights = [s for s in specs if s.category == "weights"]
+    weights.sort(key=lambda s: not s.key.startswith("layers."))          # stable: spec order within
     return [s for s in specs if s.category != "weights"] + weights
 
 
@@ -89,7 +93,7 @@ def place_shard(wf, cfg, size, rank, run_len, chip: ChipSpec, placement, dry: bo
             if placement == "stationary":
                 raise CapacityError(f"chip {rank}: weight {s.key} ({s.nbytes:,} B) does not fit")
             buf = np.zeros(s.shape, s.dtype)                      # host memory standing for L3
-            where[s.key] = costs.L3
+            where[s.key] = ((costs.L3, s.shape[0]),)
         else:
             try:
                 buf, where[s.key] = arena.alloc(s.shape, s.dtype, s.category)

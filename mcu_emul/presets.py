@@ -13,11 +13,13 @@ PRESET_DIR = DATA_DIR / "presets"
 # parameter -> (low, high, why these bounds)
 BOUNDS = {
     "compute.freq_hz": (1.0e8, 5.0e8, "the chip's operating range"),
-    "compute.engine_macs_per_cycle": (8.0, 128.0, "from the cluster's GEMV rate to a 1024-bit weight port"),
+    "compute.engine_gemv_macs_per_cycle": (8.0, 64.0, "no weight reuse in a GEMV: the engine is bound by its "
+                                                      "weight port, from the cluster DMA's 8 B/cycle to 512 bit"),
+    "compute.engine_gemm_macs_per_cycle": (32.0, 512.0, "from the cluster's GEMM peak to a quarter of the "
+                                                        "engine's 1.95 TOp/s peak (1x1 kernels use part of its array)"),
     "offchip.l3_bytes_per_s": (2.0e8, 3.2e9, "single HyperRAM (0.2 GB/s) to a wide dual-channel L3 (3.2 GB/s)"),
     "link.link_bytes_per_s": (1.0e7, 2.0e9, "from SPI-class to a 16-lane LVDS chip-to-chip link"),
-    "link.link_latency_s": (1.0e-7, 5.0e-5, "from a hardware link to a software-driven transfer"),
-    "power.active_w": (0.02, 0.40, "an 8-core 16 nm cluster; one Siracusa running a Llama draws ~0.167 W"),
+    "power.engine_active_w": (0.02, 0.40, "a 16 nm chip with its engine busy; on the cluster it draws ~0.167 W"),
     "energy.l3_pj_per_byte": (0.5, 200.0, "from an idealized on-package memory to board-level HyperRAM"),
 }
 

@@ -10,7 +10,8 @@ from mcu_emul.transport import run_virtual
 
 CHIP, TOPO = load_chip(), load_topology()
 COUNTERS = ("cycles", "busy_cycles", "idle_cycles", "cycles_by_category", "energy_mj", "energy_mj_by_category",
-            "offchip_bytes", "onchip_dma_bytes", "link_bytes", "macs", "messages_sent", "weight_bytes_by_place")
+            "offchip_bytes", "onchip_dma_bytes", "link_bytes", "macs", "messages_sent", "weight_bytes_by_place",
+            "sections")
 
 
 def run(model, n, weights="", dry=True, chip=CHIP, topo=TOPO, **kw):
@@ -128,3 +129,61 @@ def test_overrides_change_costs():
     assert b["freq_hz"] == 7.2e8 != a["freq_hz"]
     # link latencies are given in seconds: at a faster clock they take more cycles
     assert b["chips"][1]["cycles_by_category"]["link"] > a["chips"][1]["cycles_by_category"]["link"]
+
+
+def test_split_weight_runs_as_two_kernels():
+    parts = ((costs.WEIGHT_MEM, 300), (costs.L2, 212))
+    split = costs.matmul(CHIP, 1, 512, 512, parts)
+    assert split == costs.matmul(CHIP, 1, 300, 512, costs.WEIGHT_MEM) + costs.matmul(CHIP, 1, 212, 512, costs.L2)
+    assert split.engine == costs.matmul(CHIP, 1, 300, 512, costs.WEIGHT_MEM).compute > 0
+    assert costs.matmul(CHIP, 1, 512, 512, costs.L2).engine == 0
+
+
+def test_arena_packs_weight_memory_then_l2():
+    from mcu_emul.memory import Arena
+    a = Arena(l2_bytes=1000, weight_mem_bytes=400, virtual=True)
+    _, kv = a.alloc((96,), "uint8", "kv_cache")                  # top of L2
+    _, w1 = a.alloc((30, 8), "int8", "weights")                  # 240 B: weight memory
+    _, w2 = a.alloc((40, 8), "int8", "weights")                  # 320 B: 20 rows in wm, 20 in L2
+    assert kv == ((costs.L2, 96),) and w1 == ((costs.WEIGHT_MEM, 30),)
+    assert w2 == ((costs.WEIGHT_MEM, 20), (costs.L2, 20))
+    assert a.fits(744) and not a.fits(745) and a.used == 656
+    assert a.fits(8, "params")                                  # into L2, never into the weight memory
+    a.alloc((744,), "int8", "weights")
+    assert not a.fits(1, "params") and a.used == a.capacity
+
+
+def test_eight_chips_hold_every_block_weight_in_weight_memory():
+    r = run("tinyllama-42m", 8, gen_tokens=1)
+    for c in r["chips"]:
+        place = c["weight_bytes_by_place"]
+        assert place["l3"] == 0 and place["weight_mem"] == 4 * 2**20
+        # the blocks (3.16 MB) sit in the weight memory: in the blocks no kernel stalls on DMA
+        assert c["sections"]["blocks"]["cycles_by_category"]["onchip"] == 0
+
+
+def test_compute_energy_at_the_power_of_the_unit():
+    hot = dataclasses.replace(CHIP, power=dataclasses.replace(CHIP.power, engine_active_w=2 * CHIP.power.engine_active_w))
+    a, b = run("tinyllama-42m", 8, gen_tokens=1), run("tinyllama-42m", 8, gen_tokens=1, chip=hot)
+    ea, eb = a["chips"][0]["energy_mj_by_category"]["compute"], b["chips"][0]["energy_mj_by_category"]["compute"]
+    assert ea < eb < 2 * ea                     # engine kernels cost more, cluster kernels the same
+    s1 = run("tinyllama-42m", 1, gen_tokens=1)
+    s1_hot = run("tinyllama-42m", 1, gen_tokens=1, chip=hot)
+    assert s1_hot["chips"][0]["energy_mj"] > s1["chips"][0]["energy_mj"]
+
+
+def test_blocks_scope_is_the_blocks_only():
+    from mcu_emul.report import figures
+    steps = 3
+    r = run("tinyllama-tiny", 2, gen_tokens=steps)
+    cfg = r["cfg"]
+    for c in r["chips"]:
+        b = c["sections"]["blocks"]
+        assert b["cycles"] == sum(b["cycles_by_category"].values()) < c["cycles"]
+        assert b["energy_mj"] == pytest.approx(sum(b["energy_mj_by_category"].values()), rel=1e-12)
+        assert b["energy_mj"] < c["energy_mj"]
+        # every MAC except the classifier's (this chip's vocab rows) is in the blocks
+        v0, v1 = c["vocab"]
+        assert c["macs"] - b["macs"] == steps * (v1 - v0) * cfg.dim
+    fb, fm = figures(r, "blocks"), figures(r, "model")
+    assert 0 < fb["latency_ms"] < fm["latency_ms"] and 0 < fb["energy_mj"] < fm["energy_mj"]
