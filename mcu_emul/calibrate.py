@@ -1,8 +1,10 @@
 """Fit the `fitted` parameters to the paper targets with the dry-run model; write a preset.
 
-The objective is the sum over targets of log(ours / published)^2, minimized by coordinate
-descent in log space (golden-section search per parameter, within its bounds). Each
-evaluation is a set of dry runs (same chip code, no numerics). Deterministic.
+The acceptance is per target (each within 10%), so the objective is the largest
+|log(ours / published)| over the targets, plus a hundredth of their sum of squares to break
+ties; minimized by coordinate descent in log space (golden-section search per parameter,
+within its bounds), then Nelder-Mead. Each evaluation is a set of dry runs (same chip code,
+no numerics). Deterministic.
 """
 from __future__ import annotations
 
@@ -12,20 +14,22 @@ import time
 from pathlib import Path
 
 from .config import load_chip, load_topology, with_values
-from .paper import TARGETS, errors_pct, evaluate
+from .paper import TARGETS, dry_pool, errors_pct, evaluate
 from .presets import BOUNDS, PRESET_DIR, load_preset
 from .report import atomic_write_bytes
 
-# reduced run lengths while fitting (the table itself uses the full paper settings)
-FIT_RUNS = {"tinyllama-42m": dict(gen_tokens=8), "tinyllama-scaled": dict(gen_tokens=2)}
+# reduced run length while fitting: the scaled model's 64-chip run is the slowest, and its
+# speed-up does not change (to 0.01%) between 2 and 8 tokens; the rest as in the table
+FIT_RUNS = {"tinyllama-scaled": dict(gen_tokens=2)}
 GOLDEN = (math.sqrt(5) - 1) / 2
 
 
-def objective(chip, topo, values: dict, runs_over=FIT_RUNS) -> tuple[float, dict]:
+def objective(chip, topo, values: dict, runs_over=FIT_RUNS, pool=None) -> tuple[float, dict]:
     c, t = with_values(chip, topo, values)
-    ours, _ = evaluate(c, t, **runs_over)
+    ours, _ = evaluate(c, t, pool=pool, **runs_over)
     pub = {x.id: x.published for x in TARGETS}
-    return sum(math.log(ours[k] / pub[k]) ** 2 for k in pub), ours
+    logs = [abs(math.log(ours[k] / pub[k])) for k in pub]
+    return max(logs) + 0.01 * sum(x * x for x in logs), ours
 
 
 def start_values(chip, topo, preset: dict | None = None) -> dict:
@@ -39,7 +43,7 @@ def start_values(chip, topo, preset: dict | None = None) -> dict:
     return cur
 
 
-def nelder_mead(chip, topo, cur: dict, iters: int, log=print) -> tuple[dict, float]:
+def nelder_mead(obj, cur: dict, iters: int, log=print) -> tuple[dict, float]:
     """Nelder-Mead on the bounds-normalized log parameters (clipped to [0, 1])."""
     keys = list(BOUNDS)
     lo = [math.log(BOUNDS[k][0]) for k in keys]
@@ -53,7 +57,7 @@ def nelder_mead(chip, topo, cur: dict, iters: int, log=print) -> tuple[dict, flo
         v = to_v(u)
         key = tuple(v.values())
         if key not in cache:
-            cache[key] = objective(chip, topo, v)[0]
+            cache[key] = obj(v)
         return cache[key]
     u0 = to_u(cur)
     simplex = [u0] + [[x + (0.15 if j == i else 0.0) for j, x in enumerate(u0)] for i in range(len(keys))]
@@ -86,21 +90,24 @@ def nelder_mead(chip, topo, cur: dict, iters: int, log=print) -> tuple[dict, flo
     return to_v(simplex[i]), vals[i]
 
 
-def fit(hw: str = "siracusa", topology: str = "siracusa-boards", sweeps: int = 2, steps: int = 8,
+def fit(hw: str = "siracusa", topology: str = "siracusa-boards", sweeps: int = 1, steps: int = 8,
         log=print, start: dict | None = None, nm_iters: int = 0) -> tuple[dict, dict]:
     """Coordinate descent (`sweeps`), then Nelder-Mead (`nm_iters`), then one more sweep."""
     chip, topo = load_chip(hw), load_topology(topology)
     cur = start_values(chip, topo, start)
-    best, _ = objective(chip, topo, cur)
-    log(f"start: objective {best:.4f}")
-    cur, best = _sweeps(chip, topo, cur, best, sweeps, steps, log)
-    if nm_iters:
-        cur, best = nelder_mead(chip, topo, cur, nm_iters, log)
-        cur, best = _sweeps(chip, topo, cur, best, 1, steps, log)
+    with dry_pool() as pool:
+        def obj(values):
+            return objective(chip, topo, values, pool=pool)[0]
+        best = obj(cur)
+        log(f"start: objective {best:.4f}")
+        cur, best = _sweeps(obj, cur, best, sweeps, steps, log)
+        if nm_iters:
+            cur, best = nelder_mead(obj, cur, nm_iters, log)
+            cur, best = _sweeps(obj, cur, best, 1, steps, log)
     return cur, {"objective": best}
 
 
-def _sweeps(chip, topo, cur, best, sweeps, steps, log):
+def _sweeps(obj, cur, best, sweeps, steps, log):
     for sweep in range(sweeps):
         for k, (lo, hi, _) in BOUNDS.items():
             a, b = math.log(lo), math.log(hi)
@@ -108,7 +115,7 @@ def _sweeps(chip, topo, cur, best, sweeps, steps, log):
 
             def f(x):
                 if x not in cache:
-                    cache[x] = objective(chip, topo, cur | {k: math.exp(x)})[0]
+                    cache[x] = obj(cur | {k: math.exp(x)})
                 return cache[x]
             c, d = b - GOLDEN * (b - a), a + GOLDEN * (b - a)
             for _ in range(steps):
@@ -121,7 +128,7 @@ def _sweeps(chip, topo, cur, best, sweeps, steps, log):
             x = min(cache, key=cache.get)
             if cache[x] < best:
                 best, cur[k] = cache[x], float(f"{math.exp(x):.4g}")
-                best = objective(chip, topo, cur)[0]
+                best = obj(cur)
             log(f"sweep {sweep + 1}: {k} = {cur[k]:.4g}  objective {best:.4f}")
     return cur, best
 
@@ -130,7 +137,8 @@ def write_preset(path, hw: str, topology: str, values: dict, table: dict, second
     lines = [f"# Written by `python -m mcu_emul calibrate{how}` on {datetime.date.today().isoformat()} "
              f"in {seconds:.0f} s: the fitted parameters",
              "# of the hardware and link descriptions, fitted to the paper targets T1-T7 with the dry-run",
-             "# model (objective: sum of squared log errors). Bounds and their reasons in [bounds].",
+             "# model (objective: largest |log error|, ties broken by the sum of squares). Bounds and their",
+             "# reasons in [bounds].",
              f'hw = "{hw}"', f'topology = "{topology}"', "", "[fitted]"]
     lines += [f'"{k}" = {v!r}' for k, v in values.items()]
     lines += ["", "[bounds]"]
@@ -140,13 +148,14 @@ def write_preset(path, hw: str, topology: str, values: dict, table: dict, second
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
-def calibrate_cmd(hw: str, topology: str, out: str | None, sweeps: int = 2, start: str | None = None,
-                  nm_iters: int = 80) -> int:
+def calibrate_cmd(hw: str, topology: str, out: str | None, sweeps: int = 1, start: str | None = None,
+                  nm_iters: int = 60) -> int:
     t0 = time.perf_counter()
     values, info = fit(hw, topology, sweeps=sweeps, nm_iters=nm_iters,
                        start=load_preset(start).get("fitted") if start else None)
     chip, topo = with_values(load_chip(hw), load_topology(topology), values)
-    ours, _ = evaluate(chip, topo)
+    with dry_pool() as pool:
+        ours, _ = evaluate(chip, topo, pool=pool)
     err = errors_pct(ours)
     print(f"fitted {len(values)} parameters to {len(TARGETS)} targets:")
     for k, v in values.items():
@@ -157,7 +166,7 @@ def calibrate_cmd(hw: str, topology: str, out: str | None, sweeps: int = 2, star
     for k, e in err.items():
         print(f"  {k}  ours {ours[k]:10.4g}  published {pub[k].published:8.4g} {pub[k].unit:3s}  error {e:+7.1f}%")
     path = Path(out) if out else PRESET_DIR / "siracusa-paper.toml"
-    how = "" if (sweeps, start, nm_iters) == (2, None, 80) else f" --sweeps {sweeps} --nm-iters {nm_iters}" + (
+    how = "" if (sweeps, start, nm_iters) == (1, None, 60) else f" --sweeps {sweeps} --nm-iters {nm_iters}" + (
         f" --start {start}" if start else "")
     write_preset(path, hw, topology, values, err, time.perf_counter() - t0, how)
     print(f"wrote {path}")

@@ -66,10 +66,27 @@ def _headline(f: dict) -> dict:
     return {k: f[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms")}
 
 
-def _dry_summary(model: str, chips: int, chip: ChipSpec, topo: Topology) -> dict:
-    f = dry_figures(model, chips, chip, topo)
+def _dry_summary(model: str, chips: int, chip: ChipSpec, topo: Topology, over: dict) -> dict:
+    f = dry_figures(model, chips, chip, topo, **over)
     f.pop("per_chip")
     return f
+
+
+def dry_table(configs, chip: ChipSpec, topo: Topology, pool=None, over_by_model=None) -> dict:
+    """Figures of each (model, chips) configuration by dry runs; independent configurations
+    spread over a process pool when one is given (each is deterministic by itself)."""
+    over_by_model = over_by_model or {}
+    if pool is None:
+        return {c: _dry_summary(c[0], c[1], chip, topo, over_by_model.get(c[0], {})) for c in configs}
+    futs = {c: pool.submit(_dry_summary, c[0], c[1], chip, topo, over_by_model.get(c[0], {}))
+            for c in sorted(configs, key=lambda c: -c[1])}            # biggest first
+    return {c: futs[c].result() for c in configs}
+
+
+def dry_pool():
+    import concurrent.futures
+    import os
+    return concurrent.futures.ProcessPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
 
 
 def ours(fig: dict) -> dict:
@@ -81,11 +98,8 @@ def ours(fig: dict) -> dict:
     return {t.id: out[t.id] for t in TARGETS}
 
 
-def evaluate(chip: ChipSpec, topo: Topology, runs=TARGET_RUNS, **over_by_model) -> tuple[dict, dict]:
-    fig = {}
-    for model, counts in runs.items():
-        for n in counts:
-            fig[(model, n)] = dry_figures(model, n, chip, topo, **over_by_model.get(model, {}))
+def evaluate(chip: ChipSpec, topo: Topology, runs=TARGET_RUNS, pool=None, **over_by_model) -> tuple[dict, dict]:
+    fig = dry_table([(m, n) for m, counts in runs.items() for n in counts], chip, topo, pool, over_by_model)
     return ours(fig), fig
 
 
@@ -109,9 +123,7 @@ def real_figures(model: str, chips: int, preset: str, tmpdir) -> dict:
 
 
 def paper_cmd(dry: bool, preset: str, out: str | None) -> int:
-    import concurrent.futures
     import json
-    import os
     import tempfile
     import time
     from .presets import hardware
@@ -121,10 +133,8 @@ def paper_cmd(dry: bool, preset: str, out: str | None) -> int:
     fig = {}
     configs = [(model, n) for model, counts in CURVES.items() for n in counts]
     if dry:
-        # independent configurations: spread over the cores (each is deterministic by itself)
-        with concurrent.futures.ProcessPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as ex:
-            futs = {c: ex.submit(_dry_summary, c[0], c[1], chip, topo) for c in sorted(configs, key=lambda c: -c[1])}
-            fig = {c: futs[c].result() for c in configs}
+        with dry_pool() as pool:
+            fig = dry_table(configs, chip, topo, pool)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             for model, n in configs:

@@ -18,7 +18,8 @@ BOUNDS = {
     "compute.engine_gemm_macs_per_cycle": (32.0, 512.0, "from the cluster's GEMM peak to a quarter of the "
                                                         "engine's 1.95 TOp/s peak (1x1 kernels use part of its array)"),
     "offchip.l3_bytes_per_s": (2.0e8, 3.2e9, "single HyperRAM (0.2 GB/s) to a wide dual-channel L3 (3.2 GB/s)"),
-    "link.link_bytes_per_s": (1.0e7, 2.0e9, "from SPI-class to a 16-lane LVDS chip-to-chip link"),
+    "link.upper_latency_factor": (1.0, 20.0, "a board-to-board message costs from as much as an on-board one "
+                                             "to a software-forwarded hop (~20 us)"),
     "power.engine_active_w": (0.02, 0.40, "a 16 nm chip with its engine busy; on the cluster it draws ~0.167 W"),
     "energy.l3_pj_per_byte": (0.5, 200.0, "from an idealized on-package memory to board-level HyperRAM"),
 }

@@ -63,3 +63,14 @@ def test_calibrate_command_writes_a_preset(tmp_path):
     pre = load_preset(str(out))
     assert set(pre["fitted"]) == set(BOUNDS) and set(pre["error_pct"]) == {f"T{i}" for i in range(1, 8)}
     assert "--sweeps 0 --nm-iters 0" in out.read_text().splitlines()[0]
+
+
+def test_readme_table_is_the_shipped_preset():
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    preset = tomllib.loads((PRESET_DIR / "siracusa-paper.toml").read_text())
+    for tid, e in preset["error_pct"].items():
+        m = re.search(rf"^\| {tid} \|.*\| ([+-]\d+\.\d)% \|$", readme, re.M)
+        assert m, f"README has no row for {tid}"
+        assert m.group(1) == f"{e:+.1f}", (tid, m.group(1), e)
