@@ -144,7 +144,7 @@ def write_preset(path, hw: str, topology: str, values: dict, table: dict, second
     lines += ["", "[bounds]"]
     lines += [f'"{k}" = [{lo!r}, {hi!r}, "{why}"]' for k, (lo, hi, why) in BOUNDS.items()]
     lines += ["", "# error of each target with this preset, % (full paper run settings)", "[error_pct]"]
-    lines += [f"{k} = {v:.2f}" for k, v in table.items()]
+    lines += [f"{k} = {v:.3f}" for k, v in table.items()]
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 

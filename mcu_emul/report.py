@@ -39,9 +39,6 @@ def save_npy(path, arr: np.ndarray):
     atomic_write_bytes(path, buf.getvalue())
 
 
-SCOPES = ("model", "blocks")
-
-
 def figures(res: dict, scope: str = "model") -> dict:
     """Emulated per-token (decode) or per-inference (encode) latency, energy and EDP.
 

@@ -16,7 +16,7 @@ from .launcher import run_report
 from .report import atomic_write_bytes
 
 COLUMNS = ("model", "chips", "allreduce", "placement_asked", "placement", "overrides", "latency_ms",
-           "energy_mj", "edp_mj_ms", "offchip_bytes", "link_bytes", "weight_bytes_total", "output_sha256")
+           "energy_mj", "edp_mj_ms", "blocks_latency_ms", "blocks_energy_mj", "blocks_edp_mj_ms", "offchip_bytes", "link_bytes", "weight_bytes_total", "output_sha256")
 
 
 def grid(chips: list[int], allreduce: list[str], placement: list[str], sets: list[str]) -> list[dict]:
@@ -59,8 +59,9 @@ def run_point(model: str, p: dict, extra: list[str], dry: bool, tmp: Path, index
     rep = run_report(args, p["chips"], tmp / f"point-{index}.json", dry)
     return {"model": model, "chips": p["chips"], "allreduce": p["allreduce"], "placement_asked": p["placement"],
             "placement": rep["placement"], "overrides": ";".join(p["overrides"]),
-            **{k: rep[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms", "offchip_bytes", "link_bytes",
-                                   "weight_bytes_total", "output_sha256")}}
+            **{k: rep[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms")},
+            **{f"blocks_{k}": rep["blocks"][k] for k in ("latency_ms", "energy_mj", "edp_mj_ms")},
+            **{k: rep[k] for k in ("offchip_bytes", "link_bytes", "weight_bytes_total", "output_sha256")}}
 
 
 def sweep(model: str, points: list[dict], extra: list[str], dry: bool, out: Path, quiet: bool) -> list[dict]:

@@ -61,6 +61,7 @@ def test_sweep_dry_grid_csv_json(tmp_path):
     by = {(r["chips"], r["allreduce"], r["overrides"]): float(r["latency_ms"]) for r in rows}
     for alg in ("hierarchical", "ring"):             # faster links never slower
         assert by[("4", alg, "link.link_bytes_per_s=2e9")] <= by[("4", alg, "link.link_bytes_per_s=2e7")]
+    assert all(0 < float(r["blocks_latency_ms"]) < float(r["latency_ms"]) for r in rows)
 
 
 def test_sweep_real_mpi_quiet(tiny_weights, tmp_path):
