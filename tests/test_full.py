@@ -61,7 +61,8 @@ def test_mobilebert_bit_exact_mpi(full_weights, tmp_path):
 
 
 COUNTERS = ("cycles", "busy_cycles", "idle_cycles", "cycles_by_category", "energy_mj", "energy_mj_by_category",
-            "offchip_bytes", "onchip_dma_bytes", "link_bytes", "macs", "messages_sent")
+            "offchip_bytes", "onchip_dma_bytes", "link_bytes", "macs", "messages_sent", "weight_bytes_by_place",
+            "sections")
 
 
 @pytest.mark.mpi
@@ -75,3 +76,4 @@ def test_dry_run_counters_equal_mpi_run(full_weights, tmp_path, model, counts, e
         for a, b in zip(real["per_chip"], dry["per_chip"]):
             assert {k: a[k] for k in COUNTERS} == {k: b[k] for k in COUNTERS}, (model, n, a["rank"])
         assert (real["latency_ms"], real["energy_mj"]) == (dry["latency_ms"], dry["energy_mj"])
+        assert real["blocks"] == dry["blocks"]
