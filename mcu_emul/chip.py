@@ -128,8 +128,9 @@ class _DryAmax(dict):
 def run_chip(spec: RunSpec, t) -> dict | None:
     """Run one chip (rank t.rank of t.size). Returns the merged result on rank 0, None elsewhere.
 
-    With spec.dry_run the same chip code runs with the weight kernels stubbed and no weights
-    file: shapes, placement, collectives and clocks (hence every counter) are the real ones.
+    With spec.dry_run the same chip code runs with its kernels stubbed (weight kernels in Meter,
+    the rest in drykernels.py) and no weights file: shapes, placement, collectives and clocks
+    (hence every counter) are the real ones.
     """
     rank, size = t.rank, t.size
 

@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a hardware (compute/dma/offchip/power/energy/memory) or link parameter")
     r.add_argument("--dry-run", action="store_true",
-                   help="counters only: same chip code and collectives, weight kernels stubbed, no weights file")
+                   help="counters only: same chip code and collectives, kernels stubbed (no arithmetic), no weights file")
     r.add_argument("--check-float", action="store_true", help="compare with the float reference")
     r.add_argument("--json", help="write the report here (JSON)")
     r.add_argument("--save-logits", help="write dequantized float32 outputs (.npy)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import drykernels
 from . import kernels as K
 from .config import LlamaConfig
 from .layout import Spec, matrix, vector
@@ -57,6 +58,9 @@ class LlamaChip:
     def __init__(self, cfg: LlamaConfig, sl: ChipSlice, t: dict, amax: dict, sync, meter,
                  kv_len: int, payload: str = "int32", dry: bool = False):
         self.cfg, self.sl, self.sync, self.meter, self.payload, self.dry = cfg, sl, sync, meter, payload, dry
+        # a dry run skips the elementwise numerics as well (same shapes, no arithmetic)
+        self.K, self.Rq = (drykernels, drykernels.DryRequant) if dry else (K, Requant)
+        Rq = self.Rq
         hd = cfg.head_dim
         self.rep = cfg.n_heads // cfg.n_kv_heads
         self.nkv = sl.heads[1] - sl.heads[0]
@@ -75,27 +79,27 @@ class LlamaChip:
             s_silu = scale_for(amax[f"{l}.silu"], 16)
             L = dict(
                 g_att=K.rmsnorm_gain(t[p + "attn_norm"], sxa), g_ffn=K.rmsnorm_gain(t[p + "ffn_norm"], sxf),
-                rq_q=Requant(sxa * t[p + "wq.scale"].astype(np.float64) / sq),
-                rq_k=Requant(sxa * t[p + "wk.scale"].astype(np.float64) / sk),
-                rq_v=Requant(sxa * t[p + "wv.scale"].astype(np.float64) / sv),
-                sm=Requant(sq * sk / np.sqrt(hd) * LOG2E * 256),
-                rq_att=Requant(sv / K.SOFTMAX_ONE / sa),
-                rq_o=Requant(sa * t[p + "wo.scale"].astype(np.float64) / s_res),
-                rq_g=Requant(sxf * t[p + "w1.scale"].astype(np.float64) / sg),
-                rq_u=Requant(sxf * t[p + "w3.scale"].astype(np.float64) / su),
-                silu=K.silu_lut(sg, s_silu), rq_a=Requant(s_silu * su / sa2),
-                rq_d=Requant(sa2 * t[p + "w2.scale"].astype(np.float64) / s_res))
+                rq_q=Rq(sxa * t[p + "wq.scale"].astype(np.float64) / sq),
+                rq_k=Rq(sxa * t[p + "wk.scale"].astype(np.float64) / sk),
+                rq_v=Rq(sxa * t[p + "wv.scale"].astype(np.float64) / sv),
+                sm=Rq(sq * sk / np.sqrt(hd) * LOG2E * 256),
+                rq_att=Rq(sv / K.SOFTMAX_ONE / sa),
+                rq_o=Rq(sa * t[p + "wo.scale"].astype(np.float64) / s_res),
+                rq_g=Rq(sxf * t[p + "w1.scale"].astype(np.float64) / sg),
+                rq_u=Rq(sxf * t[p + "w3.scale"].astype(np.float64) / su),
+                silu=K.silu_lut(sg, s_silu), rq_a=Rq(s_silu * su / sa2),
+                rq_d=Rq(sa2 * t[p + "w2.scale"].astype(np.float64) / s_res))
             if payload == "int8":
                 so, sd = S[f"{l}.o"], S[f"{l}.d"]
-                L |= dict(rq_o=Requant(sa * t[p + "wo.scale"].astype(np.float64) / so), rq_o2=Requant(so / s_res),
-                          rq_d=Requant(sa2 * t[p + "w2.scale"].astype(np.float64) / sd), rq_d2=Requant(sd / s_res))
+                L |= dict(rq_o=Rq(sa * t[p + "wo.scale"].astype(np.float64) / so), rq_o2=Rq(so / s_res),
+                          rq_d=Rq(sa2 * t[p + "w2.scale"].astype(np.float64) / sd), rq_d2=Rq(sd / s_res))
             self.layers.append(L)
         self.g_final = K.rmsnorm_gain(t["final_norm"], S["xn_final"])
         se = t["tok_embedding.scale"].astype(np.float64)
         self.rq_emb = se / s_res                                     # per-row real multipliers
         self.cls = "tok_embedding" if cfg.tie_embeddings else "lm_head"
         sc = t[self.cls + ".scale"].astype(np.float64)
-        self.rq_logit = Requant(S["xn_final"] * sc / scale_for(amax["logits"], 16))
+        self.rq_logit = Rq(S["xn_final"] * sc / scale_for(amax["logits"], 16))
         self.emb = t["tok_embedding"]                                 # int8 (v1 - v0, dim)
 
     def _mm(self, x, name):
@@ -120,15 +124,15 @@ class LlamaChip:
         # every chip is charged the row fetch: which chip owns the id is known only at run time
         self.meter.rows("tok_embedding", cfg.dim)
         if v0 <= token < v1:
-            x = Requant(self.rq_emb[token - v0])(self.emb[token - v0], 16).astype(np.int32)
+            x = self.Rq(self.rq_emb[token - v0])(self.emb[token - v0], 16).astype(np.int32)
         fail("embed")
-        x = K.sat16(self.sync.sum(x, "embed"))
+        x = self.K.sat16(self.sync.sum(x, "embed"))
         with self.meter.section("blocks"):
             for l, L in enumerate(self.layers):
                 with self.meter.span(f"layer {l}"):
                     x = self._layer(l, L, x, pos, fail)
         self.meter.elementwise(cfg.dim + 2 * (v1 - v0), "final norm + logits")
-        h = K.rmsnorm_i(x, self.g_final, self.eps_int)
+        h = self.K.rmsnorm_i(x, self.g_final, self.eps_int)
         return self.rq_logit(self._mm(h, self.cls), 16)              # int16 (v1 - v0,)
 
     def _layer(self, l, L, x, pos, fail):
@@ -136,32 +140,32 @@ class LlamaChip:
         p = f"layers.{l}."
         nq = nkv * rep
         self.meter.elementwise(cfg.dim, "rmsnorm")
-        h = K.rmsnorm_i(x, L["g_att"], self.eps_int)              # int8 (dim,)
+        h = self.K.rmsnorm_i(x, L["g_att"], self.eps_int)              # int8 (dim,)
         q = L["rq_q"](self._mm(h, p + "wq")).reshape(nkv * rep, hd)
         k = L["rq_k"](self._mm(h, p + "wk")).reshape(nkv, hd)
         v = L["rq_v"](self._mm(h, p + "wv"))
         self.meter.elementwise((2 * nq + 3 * nkv) * hd, "requant + rope")
-        q, k = K.rope_i(q, self.cos[pos], self.sin[pos]), K.rope_i(k, self.cos[pos], self.sin[pos])
+        q, k = self.K.rope_i(q, self.cos[pos], self.sin[pos]), self.K.rope_i(k, self.cos[pos], self.sin[pos])
         self.kv[0, l, pos], self.kv[1, l, pos] = k.reshape(-1), v
         kc = self.kv[0, l, :pos + 1].reshape(pos + 1, nkv, hd).transpose(1, 2, 0)   # (nkv, hd, T)
         vc = self.kv[1, l, :pos + 1].reshape(pos + 1, nkv, hd).transpose(1, 0, 2)   # (nkv, T, hd)
         self.meter.attention(nq, 1, pos + 1, hd)
         self.meter.elementwise(nq * (pos + 1) + nq * hd, "softmax")
-        sc = K.int_matmul_small(q.reshape(nkv, rep, hd), kc)    # int64 (nkv, rep, T)
-        pr = K.softmax_i(sc, L["sm"].mult, L["sm"].shift)        # uint16 Q15
-        att = L["rq_att"](K.int_matmul_small(pr, vc)).reshape(-1)   # int8 (nq*hd,)
+        sc = self.K.int_matmul_small(q.reshape(nkv, rep, hd), kc)    # int64 (nkv, rep, T)
+        pr = self.K.softmax_i(sc, L["sm"].mult, L["sm"].shift)        # uint16 Q15
+        att = L["rq_att"](self.K.int_matmul_small(pr, vc)).reshape(-1)   # int8 (nq*hd,)
         fail("attention")
         o = self._reduce(self._mm(att, p + "wo"), L["rq_o"], L.get("rq_o2"), l, "attn")
-        x = K.sat16(x.astype(np.int32) + o)
+        x = self.K.sat16(x.astype(np.int32) + o)
         self.meter.elementwise(cfg.dim, "rmsnorm")
-        h = K.rmsnorm_i(x, L["g_ffn"], self.eps_int)
+        h = self.K.rmsnorm_i(x, L["g_ffn"], self.eps_int)
         self.meter.elementwise(3 * (self.sl.ffn[1] - self.sl.ffn[0]), "silu gate")
         g = L["rq_g"](self._mm(h, p + "w1"))
         u = L["rq_u"](self._mm(h, p + "w3"))
-        a = L["rq_a"](K.lut8(g, L["silu"]).astype(np.int32) * u)   # int8 (nf,)
+        a = L["rq_a"](self.K.lut8(g, L["silu"]).astype(np.int32) * u)   # int8 (nf,)
         fail("ffn")
         d = self._reduce(self._mm(a, p + "w2"), L["rq_d"], L.get("rq_d2"), l, "ffn")
-        x = K.sat16(x.astype(np.int32) + d)
+        x = self.K.sat16(x.astype(np.int32) + d)
         return x
 
     def argmax(self, logits: np.ndarray) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import drykernels
 from . import kernels as K
 from .config import MobileBertConfig
 from .layout import Spec, matrix, vector
@@ -67,6 +68,9 @@ class MobileBertChip:
 
     def __init__(self, cfg: MobileBertConfig, sl: ChipSlice, t: dict, amax: dict, sync, meter, dry: bool = False):
         self.cfg, self.sl, self.sync, self.meter, self.t, self.dry = cfg, sl, sync, meter, t, dry
+        # a dry run skips the elementwise numerics as well (same shapes, no arithmetic)
+        self.K, self.Rq = (drykernels, drykernels.DryRequant) if dry else (K, Requant)
+        Rq = self.Rq
         S8 = ScaleMap(amax)
         self.s_x = s_x = scale_for(amax["x"], 16)
         self.s_b = s_b = scale_for(amax["bneck"], 16)
@@ -77,9 +81,9 @@ class MobileBertChip:
         self.rq_word = sc("word_emb") / s_tri
         nw, nb = _f64(t["emb_norm.w"]), _f64(t["emb_norm.b"])
         self.emb = dict(bq=np.rint(_f64(t["emb_transform.b"]) / (s_tri * sc("emb_transform.w"))).astype(np.int64),
-                        rq=Requant(s_tri * sc("emb_transform.w") * nw / s_x),
-                        rq_pos=Requant(sc("pos_emb")[:, None] * nw[None, :] / s_x),
-                        rq_type=Requant(sc("type_emb")[:, None] * nw[None, :] / s_x),
+                        rq=Rq(s_tri * sc("emb_transform.w") * nw / s_x),
+                        rq_pos=Rq(sc("pos_emb")[:, None] * nw[None, :] / s_x),
+                        rq_type=Rq(sc("type_emb")[:, None] * nw[None, :] / s_x),
                         nb=np.rint(nb / s_x).astype(np.int64))
         hd = cfg.head_dim
         self.layers = []
@@ -89,35 +93,35 @@ class MobileBertChip:
             s = lambda n: S8[f"{l}.{n}"]              # noqa: E731
             x8, sh, sq, sk, sv, sctx = s("x8"), s("shared"), s("q"), s("k"), s("v"), s("ctx")
             L = dict(
-                rq_x8=Requant(s_x / x8),
+                rq_x8=Rq(s_x / x8),
                 bq_in=np.rint(g("bn_in.b") / (x8 * sc(p + "bn_in.w"))).astype(np.int64),
-                rq_in=Requant(x8 * sc(p + "bn_in.w") * g("bn_in_norm.w") / s_b),
+                rq_in=Rq(x8 * sc(p + "bn_in.w") * g("bn_in_norm.w") / s_b),
                 nb_in=np.rint(g("bn_in_norm.b") / s_b).astype(np.int64),
                 bq_att=np.rint(g("bn_att.b") / (x8 * sc(p + "bn_att.w"))).astype(np.int64),
-                rq_att=Requant(x8 * sc(p + "bn_att.w") * g("bn_att_norm.w") / sh),
+                rq_att=Rq(x8 * sc(p + "bn_att.w") * g("bn_att_norm.w") / sh),
                 nb_att=np.rint(g("bn_att_norm.b") / sh).astype(np.int64),
                 bq_v=np.rint(g("v.b") / (x8 * sc(p + "v.w"))).astype(np.int64),
-                rq_v=Requant(x8 * sc(p + "v.w") / sv),
-                bq_q=np.rint(g("q.b") / (sh * sc(p + "q.w"))).astype(np.int64), rq_q=Requant(sh * sc(p + "q.w") / sq),
-                bq_k=np.rint(g("k.b") / (sh * sc(p + "k.w"))).astype(np.int64), rq_k=Requant(sh * sc(p + "k.w") / sk),
-                sm=Requant(sq * sk / np.sqrt(hd) * LOG2E * 256), rq_ctx=Requant(sv / K.SOFTMAX_ONE / sctx),
+                rq_v=Rq(x8 * sc(p + "v.w") / sv),
+                bq_q=np.rint(g("q.b") / (sh * sc(p + "q.w"))).astype(np.int64), rq_q=Rq(sh * sc(p + "q.w") / sq),
+                bq_k=np.rint(g("k.b") / (sh * sc(p + "k.w"))).astype(np.int64), rq_k=Rq(sh * sc(p + "k.w") / sk),
+                sm=Rq(sq * sk / np.sqrt(hd) * LOG2E * 256), rq_ctx=Rq(sv / K.SOFTMAX_ONE / sctx),
                 bq_o=np.rint(g("att_out.b") / (sctx * sc(p + "att_out.w"))).astype(np.int64),
-                rq_o=Requant(sctx * sc(p + "att_out.w") * g("att_norm.w") / s_b),
-                rq_o_res=Requant(g("att_norm.w")), nb_o=np.rint(g("att_norm.b") / s_b).astype(np.int64),
-                ffn=[], rq_c=Requant(s_b / s("c")))
+                rq_o=Rq(sctx * sc(p + "att_out.w") * g("att_norm.w") / s_b),
+                rq_o_res=Rq(g("att_norm.w")), nb_o=np.rint(g("att_norm.b") / s_b).astype(np.int64),
+                ffn=[], rq_c=Rq(s_b / s("c")))
             for f in range(cfg.n_ffn):
                 fp = f"ffn{f}."
                 sa, sm = s(f"a{f}"), s(f"h{f}")
                 L["ffn"].append(dict(
-                    rq_a=Requant(s_b / sa),
+                    rq_a=Rq(s_b / sa),
                     bq_in=np.rint(g(fp + "in.b") / (sa * sc(p + fp + "in.w"))).astype(np.int64),
-                    rq_in=Requant(sa * sc(p + fp + "in.w") / sm),
+                    rq_in=Rq(sa * sc(p + fp + "in.w") / sm),
                     bq_out=np.rint(g(fp + "out.b") / (sm * sc(p + fp + "out.w"))).astype(np.int64),
-                    rq_out=Requant(sm * sc(p + fp + "out.w") * g(fp + "norm.w") / s_b),
-                    rq_res=Requant(g(fp + "norm.w")), nb=np.rint(g(fp + "norm.b") / s_b).astype(np.int64)))
+                    rq_out=Rq(sm * sc(p + fp + "out.w") * g(fp + "norm.w") / s_b),
+                    rq_res=Rq(g(fp + "norm.w")), nb=np.rint(g(fp + "norm.b") / s_b).astype(np.int64)))
             L |= dict(bq_ob=np.rint(g("out_bn.b") / (s("c") * sc(p + "out_bn.w"))).astype(np.int64),
-                      rq_ob=Requant(s("c") * sc(p + "out_bn.w") * g("out_norm.w") / s_x),
-                      rq_ob_res=Requant(g("out_norm.w")), nb_ob=np.rint(g("out_norm.b") / s_x).astype(np.int64))
+                      rq_ob=Rq(s("c") * sc(p + "out_bn.w") * g("out_norm.w") / s_x),
+                      rq_ob_res=Rq(g("out_norm.w")), nb_ob=np.rint(g("out_norm.b") / s_x).astype(np.int64))
             self.layers.append(L)
 
     def _mm(self, x, name):
@@ -134,7 +138,7 @@ class MobileBertChip:
         if len(own):
             r = ids[own] - v0
             self.meter.rows("word_emb", len(own) * cfg.embedding_size)
-            e[own] = Requant(self.rq_word[r][:, None])(t["word_emb"][r], 8)
+            e[own] = self.Rq(self.rq_word[r][:, None])(t["word_emb"][r], 8)
         fail("embed")
         e = self.sync.sum(e, "embed").astype(np.int8)                 # int8 (S, E) at s_tri
         z = np.zeros((1, e.shape[1]), np.int8)
@@ -147,7 +151,7 @@ class MobileBertChip:
         x = (E["rq"](self._mm(tri, "emb_transform.w") + E["bq"], 32).astype(np.int64)
              + E["rq_pos"].take(slice(0, S))(t["pos_emb"][:S], 32)
              + E["rq_type"].take(types)(t["type_emb"][types], 32) + E["nb"])
-        x = K.sat16(x)                                                # int16 (S, nx)
+        x = self.K.sat16(x)                                                # int16 (S, nx)
         h0, h1 = self.sl.heads
         with self.meter.section("blocks"):
             for l, L in enumerate(self.layers):
@@ -165,7 +169,7 @@ class MobileBertChip:
                                self._mm(x8, p + "v.w")], axis=1).astype(np.int32)
         acc = self.sync.sum(part, f"{l}.bottleneck").astype(np.int64)    # (S, 3B)
         self.meter.elementwise(S * 3 * B)                           # bias, NoNorm, requantize
-        lin = K.sat16(L["rq_in"](acc[:, :B] + L["bq_in"], 32).astype(np.int64) + L["nb_in"])
+        lin = self.K.sat16(L["rq_in"](acc[:, :B] + L["bq_in"], 32).astype(np.int64) + L["nb_in"])
         sh = np.clip(L["rq_att"](acc[:, B:2 * B] + L["bq_att"], 32).astype(np.int64) + L["nb_att"],
                      -127, 127).astype(np.int8)
         v = L["rq_v"](acc[:, 2 * B:] + L["bq_v"])[:, h0 * hd:h1 * hd]     # int8 (S, nh)
@@ -176,12 +180,12 @@ class MobileBertChip:
         self.meter.attention(nhc, S, S, hd)
         self.meter.elementwise(nhc * S * S + S * nh)              # softmax, requantize
         qh, kh, vh = (a.reshape(S, nhc, hd).transpose(1, 0, 2) for a in (q, k, v))
-        pr = K.softmax_i(K.int_matmul_small(qh, kh.transpose(0, 2, 1)), L["sm"].mult, L["sm"].shift)
-        ctx = L["rq_ctx"](K.int_matmul_small(pr, vh)).transpose(1, 0, 2).reshape(S, -1)
+        pr = self.K.softmax_i(self.K.int_matmul_small(qh, kh.transpose(0, 2, 1)), L["sm"].mult, L["sm"].shift)
+        ctx = L["rq_ctx"](self.K.int_matmul_small(pr, vh)).transpose(1, 0, 2).reshape(S, -1)
         fail("attention")
         acc = self.sync.sum(self._mm(ctx, p + "att_out.w").astype(np.int32), f"{l}.attn").astype(np.int64)
         self.meter.elementwise(S * B)
-        a = K.sat16(L["rq_o"](acc + L["bq_o"], 32).astype(np.int64) + L["rq_o_res"](lin, 32) + L["nb_o"])
+        a = self.K.sat16(L["rq_o"](acc + L["bq_o"], 32).astype(np.int64) + L["rq_o_res"](lin, 32) + L["nb_o"])
         for f, F in enumerate(L["ffn"]):
             fp = f"{p}ffn{f}."
             self.meter.elementwise(S * B + S * ni)
@@ -190,8 +194,8 @@ class MobileBertChip:
             fail("ffn")
             acc = self.sync.sum(self._mm(m, fp + "out.w").astype(np.int32), f"{l}.ffn{f}").astype(np.int64)
             self.meter.elementwise(S * B)
-            a = K.sat16(F["rq_out"](acc + F["bq_out"], 32).astype(np.int64) + F["rq_res"](a, 32) + F["nb"])
+            a = self.K.sat16(F["rq_out"](acc + F["bq_out"], 32).astype(np.int64) + F["rq_res"](a, 32) + F["nb"])
         self.meter.elementwise(S * B + S * nx)
         acc = self._mm(L["rq_c"](a), p + "out_bn.w")
-        x = K.sat16(L["rq_ob"](acc + L["bq_ob"], 32).astype(np.int64) + L["rq_ob_res"](x, 32) + L["nb_ob"])
+        x = self.K.sat16(L["rq_ob"](acc + L["bq_ob"], 32).astype(np.int64) + L["rq_ob_res"](x, 32) + L["nb_ob"])
         return x

@@ -113,7 +113,7 @@ def summary(rep: dict) -> str:
     if not rep["dry_run"]:
         lines.append(f"  output {rep['output_dtype']}{rep['output_shape']} sha256 {rep['output_sha256'][:16]}...")
     else:
-        lines.append("  dry run: counters only (weight kernels stubbed)")
+        lines.append("  dry run: counters only (kernels stubbed, no arithmetic)")
     lines.append(f"  {'chip':>4} {'on-chip used':>13} {'weights B':>11} {'kv B':>8} {'off-chip B':>12} "
                  f"{'link B':>10} {'cycles':>12} {'busy %':>7} {'energy mJ':>10}  energy split c/on/off/link/idle %")
     for c in rep["per_chip"]:

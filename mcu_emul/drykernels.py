@@ -1,0 +1,46 @@
+"""Stand-ins for the integer kernels and requantizers in a dry run: the same output shapes
+and dtypes, no arithmetic. A dry run's values are never looked at (its counters come from
+shapes and the collective schedule), so its chips skip the elementwise numerics too."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def int_matmul_small(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return np.zeros(batch + a.shape[-2:-1] + b.shape[-1:], np.int64)
+
+
+def softmax_i(scores: np.ndarray, mult=None, shift=None, mask=None) -> np.ndarray:
+    return np.zeros(scores.shape, np.uint16)
+
+
+def rmsnorm_i(x: np.ndarray, gain_int=None, eps_int=None) -> np.ndarray:
+    return np.zeros(x.shape, np.int8)
+
+
+def rope_i(x: np.ndarray, cos=None, sin=None) -> np.ndarray:
+    return np.zeros(x.shape, np.int8)
+
+
+def lut8(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    return np.zeros(x.shape, table.dtype)
+
+
+def sat16(x: np.ndarray) -> np.ndarray:
+    return np.zeros(np.shape(x), np.int16)
+
+
+class DryRequant:
+    """Requant's interface: int8/16/32 zeros of the accumulator's shape."""
+
+    mult = shift = None
+
+    def __init__(self, real=None):
+        pass
+
+    def take(self, idx) -> "DryRequant":
+        return self
+
+    def __call__(self, acc: np.ndarray, bits: int = 8) -> np.ndarray:
+        return np.zeros(np.shape(acc), {8: np.int8, 16: np.int16, 32: np.int32}[bits])
