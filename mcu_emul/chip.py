@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import costs, llama, mobilebert
-from . import kernels as K
+from . import costs, drykernels, llama, mobilebert
 from .collectives import Collectives
 from .config import ChipSpec, LlamaConfig, ModelConfig, Topology, load_model
 from .counters import ChipClock
@@ -53,7 +52,10 @@ class Meter:
     each weight (weight memory, L2, or off-chip L3, or rows split over places)."""
 
     def __init__(self, hw: ChipSpec, clock: ChipClock, shapes: dict, where: dict, dry: bool = False):
-        self.hw, self.clock, self.shapes, self.where, self.dry = hw, clock, shapes, where, dry
+        self.hw, self.clock, self.shapes, self.where = hw, clock, shapes, where
+        # the kernels the chip computes with (stand-ins in a dry run); the models take them here
+        num = drykernels.numerics(dry)
+        self.K, self.Rq = num.K, num.Rq
         # trace labels: "layers.3.wq" -> "wq"
         self.labels = {k: k.split(".", 2)[2] if k.startswith("layers.") else k for k in shapes}
 
@@ -62,12 +64,10 @@ class Meter:
         self.clock.charge(costs.matmul(self.hw, m, n, k, self.where[name]), self.labels[name])
 
     def weight_kernel(self, name: str, w, x: np.ndarray) -> np.ndarray:
-        """W x for weight `name` (a kernels.QWeight): charged from shapes, computed unless this
-        is a dry run (then zeros of the right shape). int32 (..., n)."""
+        """W x for weight `name` (a QWeight of self.K): charged from shapes, then computed
+        (zeros of the right shape in a dry run). int32 (..., n)."""
         self.matmul(name, 1 if x.ndim == 1 else x.shape[0])
-        if self.dry:
-            return np.zeros(x.shape[:-1] + (w.shape[0],), np.int32)
-        return K.matmul_i8(x, w)
+        return self.K.matmul_i8(x, w)
 
     def rows(self, name: str, nbytes: int):
         self.clock.charge(costs.row_fetch(self.hw, nbytes, self.where[name]), f"{name} rows")
@@ -128,8 +128,8 @@ class _DryAmax(dict):
 def run_chip(spec: RunSpec, t) -> dict | None:
     """Run one chip (rank t.rank of t.size). Returns the merged result on rank 0, None elsewhere.
 
-    With spec.dry_run the same chip code runs with its kernels stubbed (weight kernels in Meter,
-    the rest in drykernels.py) and no weights file: shapes, placement, collectives and clocks
+    With spec.dry_run the same chip code runs with its kernels stubbed (drykernels.numerics,
+    handed to the model through the Meter) and no weights file: shapes, placement, collectives and clocks
     (hence every counter) are the real ones.
     """
     rank, size = t.rank, t.size
@@ -161,7 +161,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
 
     t0 = time.perf_counter()
     if isinstance(cfg, LlamaConfig):
-        model = llama.LlamaChip(cfg, sl, tensors, amax, sync, meter, run_len, spec.payload, dry)
+        model = llama.LlamaChip(cfg, sl, tensors, amax, sync, meter, run_len, spec.payload)
         ids, logits, gen = list(spec.prompt_ids), [], []
         for pos in range(run_len):
             tok = ids[pos] if pos < len(ids) else gen[-1]
@@ -173,7 +173,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
         out_scale = llama_logit_scale(amax)
         inputs, steps = ids + gen[:-1], run_len
     else:
-        model = mobilebert.MobileBertChip(cfg, sl, tensors, amax, sync, meter, dry)
+        model = mobilebert.MobileBertChip(cfg, sl, tensors, amax, sync, meter)
         ids = encoder_inputs(cfg, spec)
         out_local = model.encode(ids, np.zeros(len(ids), np.int64), fail)   # int16 (S, x1 - x0)
         out_scale = model.s_x

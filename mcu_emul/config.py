@@ -121,14 +121,8 @@ def model_from_dict(table: dict, where: str) -> ModelConfig:
 
 def load_model(name: str) -> ModelConfig:
     """Load data/models/NAME.toml (or a path to a .toml file)."""
-    path = Path(name) if name.endswith(".toml") else DATA_DIR / "models" / f"{name}.toml"
-    if not path.is_file():
-        raise UserError(f"unknown model {name!r}; known models: {', '.join(known_models())}")
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: not valid TOML: {e}") from None
-    return model_from_dict(table, str(path))
+    table, where = load_table("models", name, "model")
+    return model_from_dict(table, where)
 
 
 def config_to_dict(cfg) -> dict:
@@ -251,11 +245,13 @@ class Topology:
         return len(self.group_sizes)
 
 
-def _load_table(kind: str, name: str) -> tuple[dict, str]:
+def load_table(kind: str, name: str, what: str = "") -> tuple[dict, str]:
+    """data/KIND/NAME.toml (or a path to a .toml file) as a table, and its path; clear errors
+    for an unknown name (listing the known ones) and for invalid TOML."""
     path = Path(name) if name.endswith(".toml") else DATA_DIR / kind / f"{name}.toml"
     if not path.is_file():
         known = sorted(p.stem for p in (DATA_DIR / kind).glob("*.toml"))
-        raise UserError(f"unknown {kind} description {name!r}; known: {', '.join(known)}")
+        raise UserError(f"unknown {what or kind + ' description'} {name!r}; known: {', '.join(known) or 'none'}")
     try:
         return tomllib.loads(path.read_text()), str(path)
     except tomllib.TOMLDecodeError as e:
@@ -280,12 +276,12 @@ def chip_from_dict(table: dict, where: str) -> ChipSpec:
 
 
 def load_chip(name: str = "siracusa") -> ChipSpec:
-    table, where = _load_table("hw", name)
+    table, where = load_table("hw", name)
     return chip_from_dict(table, where)
 
 
 def load_topology(name: str = "siracusa-boards") -> Topology:
-    table, where = _load_table("topology", name)
+    table, where = load_table("topology", name)
     return _build(Topology, table, where)
 
 

@@ -1,9 +1,30 @@
 """Stand-ins for the integer kernels and requantizers in a dry run: the same output shapes
 and dtypes, no arithmetic. A dry run's values are never looked at (its counters come from
-shapes and the collective schedule), so its chips skip the elementwise numerics too."""
+shapes and the collective schedule). `numerics(dry)` is the one place that picks them."""
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
+
+from . import kernels
+from .quant import Requant
+
+
+class QWeight:
+    """kernels.QWeight's interface without the float32 shadow."""
+
+    def __init__(self, q: np.ndarray):
+        self.q = q
+
+    @property
+    def shape(self):
+        return self.q.shape
+
+
+def matmul_i8(x: np.ndarray, w) -> np.ndarray:
+    return np.zeros(x.shape[:-1] + (w.shape[0],), np.int32)
 
 
 def int_matmul_small(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -44,3 +65,13 @@ class DryRequant:
 
     def __call__(self, acc: np.ndarray, bits: int = 8) -> np.ndarray:
         return np.zeros(np.shape(acc), {8: np.int8, 16: np.int16, 32: np.int32}[bits])
+
+
+_REAL = types.SimpleNamespace(K=kernels, Rq=Requant)
+_DRY = types.SimpleNamespace(K=sys.modules[__name__], Rq=DryRequant)
+
+
+def numerics(dry: bool) -> types.SimpleNamespace:
+    """The kernels (`.K`: QWeight, matmul_i8, norms, softmax, ...) and requantizer class (`.Rq`)
+    a chip computes with: the real ones, or this module's stand-ins for a dry run."""
+    return _DRY if dry else _REAL

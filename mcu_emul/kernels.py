@@ -28,12 +28,12 @@ class QWeight:
 
     __slots__ = ("q", "f32", "_chunks")
 
-    def __init__(self, q: np.ndarray, shadow: bool = True):
+    def __init__(self, q: np.ndarray):
         _need(q, np.int8, "weight", "QWeight")
         if q.ndim != 2:
             raise KernelError(f"QWeight: weight must be 2-D (out, in), got shape {q.shape}")
         self.q = q                                   # int8 (out, in), lives in the chip's arena
-        self.f32 = q.astype(np.float32) if shadow else None   # float32 (out, in), host compute copy
+        self.f32 = q.astype(np.float32)              # float32 (out, in), host compute copy
         k = q.shape[1]
         n = -(-k // F32_EXACT_K) if k else 1
         bounds = np.linspace(0, k, n + 1).astype(int)

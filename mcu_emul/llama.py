@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import drykernels
 from . import kernels as K
 from .config import LlamaConfig
 from .layout import Spec, matrix, vector
 from .partition import ChipSlice
-from .quant import Requant, ScaleMap, scale_for
+from .quant import ScaleMap, scale_for
 
 LOG2E = 1.4426950408889634
 
@@ -56,10 +55,10 @@ class LlamaChip:
     """One chip's integer decoder. t: key -> array (from specs); sync: .sum / .max collectives."""
 
     def __init__(self, cfg: LlamaConfig, sl: ChipSlice, t: dict, amax: dict, sync, meter,
-                 kv_len: int, payload: str = "int32", dry: bool = False):
-        self.cfg, self.sl, self.sync, self.meter, self.payload, self.dry = cfg, sl, sync, meter, payload, dry
-        # a dry run skips the elementwise numerics as well (same shapes, no arithmetic)
-        self.K, self.Rq = (drykernels, drykernels.DryRequant) if dry else (K, Requant)
+                 kv_len: int, payload: str = "int32"):
+        self.cfg, self.sl, self.sync, self.meter, self.payload = cfg, sl, sync, meter, payload
+        # the meter's kernels: the real ones, or shape-only stand-ins in a dry run
+        self.K, self.Rq = meter.K, meter.Rq
         Rq = self.Rq
         hd = cfg.head_dim
         self.rep = cfg.n_heads // cfg.n_kv_heads
@@ -67,7 +66,7 @@ class LlamaChip:
         S = ScaleMap(amax)
         self.s_res = s_res = scale_for(amax["res"], 16)
         self.eps_int = max(1, round(cfg.norm_eps / s_res ** 2))
-        self.w = {k: K.QWeight(v, shadow=not dry) for k, v in t.items() if v.dtype == np.int8 and v.ndim == 2}
+        self.w = {k: self.K.QWeight(v) for k, v in t.items() if v.dtype == np.int8 and v.ndim == 2}
         self.kv = t["kv_cache"]                                       # int8 (2, L, T, nkv*hd)
         self.cos, self.sin = K.rope_tables(hd, kv_len, cfg.rope_theta)
         self.layers = []

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import drykernels
 from . import kernels as K
 from .config import MobileBertConfig
 from .layout import Spec, matrix, vector
 from .partition import ChipSlice
-from .quant import Requant, ScaleMap, scale_for
+from .quant import ScaleMap, scale_for
 
 LOG2E = 1.4426950408889634
 
@@ -66,16 +65,16 @@ def _f64(a):
 class MobileBertChip:
     """One chip's integer encoder. t: key -> array (from specs); sync: .sum collective."""
 
-    def __init__(self, cfg: MobileBertConfig, sl: ChipSlice, t: dict, amax: dict, sync, meter, dry: bool = False):
-        self.cfg, self.sl, self.sync, self.meter, self.t, self.dry = cfg, sl, sync, meter, t, dry
-        # a dry run skips the elementwise numerics as well (same shapes, no arithmetic)
-        self.K, self.Rq = (drykernels, drykernels.DryRequant) if dry else (K, Requant)
+    def __init__(self, cfg: MobileBertConfig, sl: ChipSlice, t: dict, amax: dict, sync, meter):
+        self.cfg, self.sl, self.sync, self.meter, self.t = cfg, sl, sync, meter, t
+        # the meter's kernels: the real ones, or shape-only stand-ins in a dry run
+        self.K, self.Rq = meter.K, meter.Rq
         Rq = self.Rq
         S8 = ScaleMap(amax)
         self.s_x = s_x = scale_for(amax["x"], 16)
         self.s_b = s_b = scale_for(amax["bneck"], 16)
         self.s_tri = s_tri = S8["tri"]
-        self.w = {k: K.QWeight(v, shadow=not dry) for k, v in t.items() if v.dtype == np.int8 and v.ndim == 2
+        self.w = {k: self.K.QWeight(v) for k, v in t.items() if v.dtype == np.int8 and v.ndim == 2
                   and k not in ("word_emb", "pos_emb", "type_emb")}
         sc = lambda n: _f64(t[n + ".scale"])          # noqa: E731
         self.rq_word = sc("word_emb") / s_tri

@@ -22,6 +22,7 @@ PAPER_RUN = {
 # all-reduces per block), not the embedding lookup and classifier (our assumption, see README
 # "The paper table"). Whole-model figures are printed and written beside them.
 PAPER_SCOPE = "blocks"
+HEADLINE = ("latency_ms", "energy_mj", "edp_mj_ms")
 
 
 @dataclass(frozen=True)
@@ -54,22 +55,13 @@ def run_spec(model: str, chip: ChipSpec, topo: Topology, dry: bool, weights: str
     return RunSpec(model=model, weights=weights, chip=chip, topology=topo, dry_run=dry, **kw)
 
 
-def dry_figures(model: str, chips: int, chip: ChipSpec, topo: Topology, **over) -> dict:
+def dry_figures(model: str, chips: int, chip: ChipSpec, topo: Topology, over: dict | None = None) -> dict:
     """Figures of one configuration from a dry run (in-process ranks, no numerics)."""
-    spec = run_spec(model, chip, topo, True, **over)
+    spec = run_spec(model, chip, topo, True, **(over or {}))
     res = run_virtual(chips, lambda t: run_chip(spec, t))[0]
-    return figures(res, PAPER_SCOPE) | {"chips": chips, "placement": res["placement"], "per_chip": res["chips"],
-                                        "model": _headline(figures(res, "model"))}
-
-
-def _headline(f: dict) -> dict:
-    return {k: f[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms")}
-
-
-def _dry_summary(model: str, chips: int, chip: ChipSpec, topo: Topology, over: dict) -> dict:
-    f = dry_figures(model, chips, chip, topo, **over)
-    f.pop("per_chip")
-    return f
+    whole = figures(res, "model")
+    return figures(res, PAPER_SCOPE) | {"chips": chips, "placement": res["placement"],
+                                        "model": {k: whole[k] for k in HEADLINE}}
 
 
 def dry_table(configs, chip: ChipSpec, topo: Topology, pool=None, over_by_model=None) -> dict:
@@ -77,8 +69,8 @@ def dry_table(configs, chip: ChipSpec, topo: Topology, pool=None, over_by_model=
     spread over a process pool when one is given (each is deterministic by itself)."""
     over_by_model = over_by_model or {}
     if pool is None:
-        return {c: _dry_summary(c[0], c[1], chip, topo, over_by_model.get(c[0], {})) for c in configs}
-    futs = {c: pool.submit(_dry_summary, c[0], c[1], chip, topo, over_by_model.get(c[0], {}))
+        return {c: dry_figures(c[0], c[1], chip, topo, over_by_model.get(c[0])) for c in configs}
+    futs = {c: pool.submit(dry_figures, c[0], c[1], chip, topo, over_by_model.get(c[0]))
             for c in sorted(configs, key=lambda c: -c[1])}            # biggest first
     return {c: futs[c].result() for c in configs}
 
@@ -119,7 +111,8 @@ def real_figures(model: str, chips: int, preset: str, tmpdir) -> dict:
     else:
         args += ["--seq-len", str(kw["seq_len"])]
     r = run_report(args, chips, Path(tmpdir) / f"{model}-{chips}.json")
-    return dict(r[PAPER_SCOPE]) | {"chips": chips, "placement": r["placement"], "model": _headline(r)}
+    return dict(r[PAPER_SCOPE]) | {"chips": chips, "placement": r["placement"],
+                                   "model": {k: r[k] for k in HEADLINE}}
 
 
 def paper_cmd(dry: bool, preset: str, out: str | None) -> int:

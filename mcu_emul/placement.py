@@ -35,15 +35,33 @@ def _placement_order(specs: list[Spec]) -> list[Spec]:
     return [s for s in specs if s.category != "weights"] + weights
 
 
+def _pack(specs: list[Spec], arena: Arena, stream: bool):
+    """Allocate every buffer of a chip in placement order; yields (spec, view or None, places).
+    A weight that does not fit stays off chip (L3) when streaming, else CapacityError."""
+    for s in _placement_order(specs):
+        if s.category == "weights" and not arena.fits(s.nbytes, s.category):
+            if not stream:
+                raise CapacityError(f"{arena.who}: weight {s.key} ({s.nbytes:,} B) does not fit")
+            yield s, None, ((costs.L3, s.shape[0]),)
+            continue
+        try:
+            buf, places = arena.alloc(s.shape, s.dtype, s.category)
+        except CapacityError:
+            raise CapacityError(f"{arena.who}: even without weights, {s.category} of {fmt_bytes(s.nbytes)} does "
+                                f"not fit in {fmt_bytes(arena.capacity - arena.wm)} of L2 "
+                                f"({fmt_bytes(arena.used)} of the chip already used)") from None
+        yield s, buf, places
+
+
 def fits_stationary(specs: list[Spec], chip) -> bool:
     """Does every buffer fit on chip (a ChipSpec or its MemorySpec), allocated the way
     place_shard allocates?"""
     mem = getattr(chip, "memory", chip)
-    arena = Arena(mem.l2_bytes, mem.weight_mem_bytes, virtual=True)
-    for s in _placement_order(specs):
-        if not arena.fits(s.nbytes, s.category):
-            return False
-        arena.alloc(s.shape, s.dtype, s.category)
+    try:
+        for _ in _pack(specs, Arena(mem.l2_bytes, mem.weight_mem_bytes, virtual=True), stream=False):
+            pass
+    except CapacityError:
+        return False
     return True
 
 
@@ -88,19 +106,10 @@ def place_shard(wf, cfg, size, rank, run_len, chip: ChipSpec, placement, dry: bo
     specs = chip_specs(cfg, size, run_len)[rank]
     arena = Arena(chip.memory.l2_bytes, chip.memory.weight_mem_bytes, f"chip {rank}")
     tensors, where = {}, {}
-    for s in _placement_order(specs):
-        if s.category == "weights" and not arena.fits(s.nbytes, s.category):
-            if placement == "stationary":
-                raise CapacityError(f"chip {rank}: weight {s.key} ({s.nbytes:,} B) does not fit")
+    for s, buf, places in _pack(specs, arena, stream=placement != "stationary"):
+        where[s.key] = places
+        if buf is None:
             buf = np.zeros(s.shape, s.dtype)                      # host memory standing for L3
-            where[s.key] = ((costs.L3, s.shape[0]),)
-        else:
-            try:
-                buf, where[s.key] = arena.alloc(s.shape, s.dtype, s.category)
-            except CapacityError:
-                raise CapacityError(f"chip {rank}: even without weights, {s.category} of "
-                                    f"{fmt_bytes(s.nbytes)} does not fit in {fmt_bytes(chip.memory.l2_bytes)} "
-                                    f"of L2 ({fmt_bytes(arena.used)} of the chip already used)") from None
         if s.dataset is not None and not dry:
             buf[...] = wf.read(s.dataset, s.rows, s.cols)
         elif dry and s.category == "params":

@@ -2,10 +2,8 @@
 hardware and topology descriptions, and the bounds each fitted parameter may take."""
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
 
-from .config import DATA_DIR, load_chip, load_topology, with_overrides, with_values
+from .config import DATA_DIR, load_chip, load_table, load_topology, with_overrides, with_values
 from .errors import UserError
 
 PRESET_DIR = DATA_DIR / "presets"
@@ -26,14 +24,7 @@ BOUNDS = {
 
 def load_preset(name: str) -> dict:
     """Preset file: {"hw":..., "topology":..., "fitted": {param: value}, ...}."""
-    path = Path(name) if name.endswith(".toml") else PRESET_DIR / f"{name}.toml"
-    if not path.is_file():
-        known = sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
-        raise UserError(f"unknown preset {name!r}; known: {', '.join(known) or 'none'}")
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: not valid TOML: {e}") from None
+    table, path = load_table("presets", name, "preset")
     unknown = sorted(set(table.get("fitted", {})) - set(BOUNDS))
     if unknown:
         raise UserError(f"{path}: [fitted] has unknown parameter(s) {', '.join(unknown)}")
