@@ -39,10 +39,11 @@ class _NoMeter:
 
 def bench(model: str, tokens: int) -> int:
     from .cli import ensure_weights
-    wf = WeightsFile(ensure_weights(model, 0), expect_model=model)
-    cfg = wf.cfg
+    from .config import load_model
+    cfg = load_model(model)
     if not isinstance(cfg, LlamaConfig):
         raise UserError(f"bench times decode: model '{model}' is not a Llama model")
+    wf = WeightsFile(ensure_weights(cfg, 0), expect=cfg)
     n = min(tokens, cfg.context_len)
     t = ThreadTransport(Fabric(1), 0)
     _, _, tensors, _ = place_shard(wf, cfg, 1, 0, n, load_chip(), "stream")

@@ -16,7 +16,7 @@ from pathlib import Path
 from .config import load_chip, load_topology, with_values
 from .paper import TARGETS, dry_pool, errors_pct, evaluate
 from .presets import BOUNDS, PRESET_DIR, load_preset
-from .report import atomic_write_bytes
+from .files import write_bytes
 
 # reduced run length while fitting: the scaled model's 64-chip run is the slowest, and its
 # speed-up does not change (to 0.01%) between 2 and 8 tokens; the rest as in the table
@@ -145,11 +145,13 @@ def write_preset(path, hw: str, topology: str, values: dict, table: dict, second
     lines += [f'"{k}" = [{lo!r}, {hi!r}, "{why}"]' for k, (lo, hi, why) in BOUNDS.items()]
     lines += ["", "# error of each target with this preset, % (full paper run settings)", "[error_pct]"]
     lines += [f"{k} = {v:.3f}" for k, v in table.items()]
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
 def calibrate_cmd(hw: str, topology: str, out: str | None, sweeps: int = 1, start: str | None = None,
                   nm_iters: int = 60) -> int:
+    from .files import check_paths
+    check_paths({"--out": out}, {"--start": start if start and start.endswith(".toml") else None})
     t0 = time.perf_counter()
     values, info = fit(hw, topology, sweeps=sweeps, nm_iters=nm_iters,
                        start=load_preset(start).get("fitted") if start else None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,7 +29,8 @@ class RunSpec:
     model: str
     weights: str
     chip: ChipSpec
-    prompt_ids: list = field(default_factory=lambda: [1])
+    prompt_ids: list | None = None     # decode: default [1]; encode: default seeded random ids
+    cfg: ModelConfig | None = None     # the model as the user gave it (checked against the weights file)
     gen_tokens: int = 32
     seq_len: int = 128
     placement: str = "auto"
@@ -85,34 +86,43 @@ class Meter:
         return self.clock.section(name)
 
 
+def prompt_of(spec: RunSpec) -> list:
+    """Decode prompt: the given ids, else [1]."""
+    return [1] if spec.prompt_ids is None else list(spec.prompt_ids)
+
+
 def run_len_of(cfg: ModelConfig, spec: RunSpec) -> int:
     if isinstance(cfg, LlamaConfig):
-        return len(spec.prompt_ids) + spec.gen_tokens - 1
+        return len(prompt_of(spec)) + spec.gen_tokens - 1
     return spec.seq_len
 
 
 def validate_inputs(cfg: ModelConfig, spec: RunSpec):
     """Prompt ids, lengths: clear errors before any chip starts."""
-    bad = [i for i in spec.prompt_ids if not 0 <= i < cfg.vocab_size]
+    ids = [] if spec.prompt_ids is None else spec.prompt_ids
+    bad = [i for i in ids if not 0 <= i < cfg.vocab_size]
     if bad:
         raise UserError(f"prompt id {bad[0]} is outside the vocabulary of '{cfg.name}' (0..{cfg.vocab_size - 1})")
+    if spec.prompt_ids is not None and not spec.prompt_ids:
+        raise UserError("--prompt-ids is empty: give at least one token id")
     if isinstance(cfg, LlamaConfig):
-        if not spec.prompt_ids:
-            raise UserError("--prompt-ids is empty: give at least one token id")
         if spec.gen_tokens < 1:
             raise UserError(f"--gen-tokens must be >= 1, got {spec.gen_tokens}")
         n = run_len_of(cfg, spec)
         if n > cfg.context_len:
-            raise UserError(f"prompt ({len(spec.prompt_ids)} ids) + --gen-tokens {spec.gen_tokens} needs {n + 1} "
+            raise UserError(f"prompt ({len(prompt_of(spec))} ids) + --gen-tokens {spec.gen_tokens} needs {n} "
                             f"positions, more than the context of {cfg.context_len} of '{cfg.name}'")
     else:
         if not 1 <= spec.seq_len <= cfg.max_positions:
             raise UserError(f"--seq-len {spec.seq_len} outside 1..{cfg.max_positions} (max positions of '{cfg.name}')")
+        if spec.prompt_ids is not None and len(spec.prompt_ids) != spec.seq_len:
+            raise UserError(f"{len(spec.prompt_ids)} input ids (--prompt-ids) but --seq-len {spec.seq_len}: "
+                            "give one of them, or the same length")
 
 
 def encoder_inputs(cfg, spec: RunSpec) -> np.ndarray:
     """MobileBERT input ids: the given ids, else seeded random ids of length --seq-len."""
-    if spec.prompt_ids and spec.prompt_ids != [1]:
+    if spec.prompt_ids is not None:
         return np.asarray(spec.prompt_ids, np.int64)
     rng = np.random.default_rng(spec.input_seed)
     return rng.integers(0, cfg.vocab_size, spec.seq_len)
@@ -140,8 +150,8 @@ def run_chip(spec: RunSpec, t) -> dict | None:
 
     dry = spec.dry_run
     # a dry run needs no weights file; given one (a converted model), its config is the model
-    wf = WeightsFile(spec.weights, expect_model=spec.model) if spec.weights else None
-    cfg = wf.cfg if wf is not None else load_model(spec.model)
+    wf = WeightsFile(spec.weights, expect=spec.cfg) if spec.weights else None
+    cfg = wf.cfg if wf is not None else (spec.cfg or load_model(spec.model))
     amax = _DryAmax() if dry else wf.act_maxabs
     if not isinstance(cfg, LlamaConfig) and spec.payload != "int32":
         raise UserError("--payload int8 is implemented for Llama models only")
@@ -162,7 +172,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     t0 = time.perf_counter()
     if isinstance(cfg, LlamaConfig):
         model = llama.LlamaChip(cfg, sl, tensors, amax, sync, meter, run_len, spec.payload)
-        ids, logits, gen = list(spec.prompt_ids), [], []
+        ids, logits, gen = prompt_of(spec), [], []
         for pos in range(run_len):
             tok = ids[pos] if pos < len(ids) else gen[-1]
             lg = model.step(tok, pos, fail)

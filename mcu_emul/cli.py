@@ -8,35 +8,67 @@ import sys
 import time
 from pathlib import Path
 
-from .config import known_models, load_model
+from .config import MAX_CONTEXT, known_models, load_model
 from .errors import UserError
+from .files import check_paths
 from .presets import hardware
 
 DEFAULT_MODEL = "tinyllama-42m"
 DEFAULT_PRESET = "siracusa-paper"
+MAX_CHIPS = 4096
+MAX_SEED = 2**63 - 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are ours: one line `mcu_emul: error: ...`, exit 2 (no usage dump);
+    no abbreviated options (`--chip 2` is an error, not --chips)."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kw)
+
+    def error(self, message):
+        cmd = self.prog.replace("python -m mcu_emul", "").strip()
+        raise UserError(f"{cmd + ': ' if cmd else ''}{message} (see --help)")
+
+
+def _int_in(lo: int, hi: int):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo} to {hi}, got {v}")
+        return v
+    parse.__name__ = "integer"
+    return parse
 
 
 def _ids(s: str) -> list[int]:
     try:
         return [int(x) for x in s.split(",") if x.strip() != ""]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--prompt-ids must be comma-separated integers, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m mcu_emul", description=__doc__.split(" Only this")[0])
+    ap = Parser(prog="python -m mcu_emul", description=__doc__.split(" Only this")[0])
     sub = ap.add_subparsers(dest="cmd")
     r = sub.add_parser("run", help="run a model on N emulated chips (N = MPI world size or --chips)")
     r.add_argument("--model", default=None,
                    help=f"model name (default: the model of --weights, else {DEFAULT_MODEL})")
     r.add_argument("--weights", help="HDF5 weights file (default: a cached file made on first use)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the default generated weights")
-    r.add_argument("--prompt-ids", type=_ids, default=[1], help="comma-separated token ids (default 1)")
+    r.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="seed of the default generated weights")
+    r.add_argument("--prompt-ids", type=_ids, default=None,
+                   help="comma-separated token ids (decode default: 1; encode default: seeded random ids)")
     r.add_argument("--prompt", help="prompt text (needs a weights file converted with a tokenizer)")
-    r.add_argument("--gen-tokens", type=int, default=None,
+    r.add_argument("--gen-tokens", type=_int_in(1, MAX_CONTEXT), default=None,
                    help="tokens to generate, decode (default: the paper setting, 32; 8 for tinyllama-scaled)")
-    r.add_argument("--seq-len", type=int, default=128, help="sequence length, encoder (default 128)")
-    r.add_argument("--chips", type=int, help="in-process emulated chips when not under mpirun (default 1)")
+    r.add_argument("--seq-len", type=_int_in(1, MAX_CONTEXT), default=None,
+                   help="sequence length, encoder (default: the --prompt-ids given, else 128)")
+    r.add_argument("--chips", type=_int_in(1, MAX_CHIPS),
+                   help="in-process emulated chips when not under mpirun (default 1)")
     r.add_argument("--placement", choices=("auto", "stationary", "stream"), default="auto")
     r.add_argument("--allreduce", choices=("hierarchical", "ring", "flat"), default="hierarchical")
     r.add_argument("--topology", default="siracusa-boards", help="data/topology NAME or a .toml path")
@@ -50,9 +82,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true",
                    help="counters only: same chip code and collectives, kernels stubbed (no arithmetic), no weights file")
     r.add_argument("--check-float", action="store_true", help="compare with the float reference")
-    r.add_argument("--json", help="write the report here (JSON)")
+    r.add_argument("--json", help="write the report here (JSON; - for standard output)")
     r.add_argument("--save-logits", help="write dequantized float32 outputs (.npy)")
-    r.add_argument("--trace", help="write a Chrome/Perfetto trace of the emulated timeline (JSON)")
+    r.add_argument("--trace", help="write a Chrome/Perfetto trace of the emulated timeline (JSON; - for standard output)")
     r.add_argument("--quiet", action="store_true", help="no summary on stdout")
     r.add_argument("--fail-rank", type=int, default=-1, help=argparse.SUPPRESS)
     r.add_argument("--fail-at", default="", help=argparse.SUPPRESS)
@@ -60,18 +92,18 @@ def parser() -> argparse.ArgumentParser:
     wsub = w.add_subparsers(dest="wcmd")
     mk = wsub.add_parser("make", help="generate deterministic float weights, quantize, write HDF5")
     mk.add_argument("--model", required=True)
-    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0)
     mk.add_argument("--out", required=True)
     mk.add_argument("--no-float", action="store_true", help="do not store the float reference weights")
     pp = sub.add_parser("paper", help="reproduce the paper's table T1-T7 and the speed-up curves")
     pp.add_argument("--dry-run", action="store_true", help="analytic counters only (seconds); else real MPI runs")
     pp.add_argument("--preset", default=DEFAULT_PRESET)
-    pp.add_argument("--json", default="paper.json", help="write the table here (default paper.json)")
+    pp.add_argument("--json", default="paper.json", help="write the table here (default paper.json; - for standard output)")
     cb = sub.add_parser("calibrate", help="fit the fitted parameters to T1-T7; write a preset")
     cb.add_argument("--hw", default="siracusa")
     cb.add_argument("--topology", default="siracusa-boards")
-    cb.add_argument("--sweeps", type=int, default=1, help="coordinate-descent sweeps before Nelder-Mead")
-    cb.add_argument("--nm-iters", type=int, default=60, help="Nelder-Mead iterations (then one more sweep)")
+    cb.add_argument("--sweeps", type=_int_in(0, 100), default=1, help="coordinate-descent sweeps before Nelder-Mead")
+    cb.add_argument("--nm-iters", type=_int_in(0, 10000), default=60, help="Nelder-Mead iterations (then one more sweep)")
     cb.add_argument("--start", help="start from this preset's fitted values (default: the hw/topology files)")
     cb.add_argument("--out", help="preset file to write (default data/presets/siracusa-paper.toml)")
     sw = sub.add_parser("sweep", help="run a grid of configurations; merge results into CSV and JSON")
@@ -94,56 +126,44 @@ def parser() -> argparse.ArgumentParser:
     cv.add_argument("--name", help="model name stored in the file (default: folder or file name)")
     cv.add_argument("--calib-ids", type=_ids, help="calibration token ids (default: text or seeded random ids)")
     cv.add_argument("--calib-text", help="calibration text, through the folder's tokenizer.json")
-    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0)
     cv.add_argument("--no-float", action="store_true", help="do not store the float reference weights")
     b = sub.add_parser("bench", help="wall time per token: int8 path vs float32 reference")
     b.add_argument("--model", default=DEFAULT_MODEL)
-    b.add_argument("--tokens", type=int, default=32)
+    b.add_argument("--tokens", type=_int_in(1, MAX_CONTEXT), default=32)
     sub.add_parser("models", help="list known models")
     return ap
 
 
-def ensure_weights(model: str, seed: int, t=None) -> str:
+def ensure_weights(cfg, seed: int, t=None) -> str:
     """The cached default weights file, made on first use (by rank 0 under MPI)."""
-    from .weights import default_weights_path, make_weights
-    path = default_weights_path(model, seed)
+    from .weights import cached_default_weights, default_weights_path
+    path = default_weights_path(cfg, seed)
     if t is None or t.rank == 0:
-        if not path.is_file():
-            load_model(model)   # unknown model -> clear error before anything else
-            print(f"mcu_emul: making default weights for {model} (seed {seed}) at {path} (once)", file=sys.stderr)
-            make_weights(model, seed, path)
+        path = cached_default_weights(cfg, seed, log=lambda m: print(m, file=sys.stderr, flush=True))
     if t is not None:
         t.barrier()
     return str(path)
-
-
-def prompt_tokenizer(a):
-    from .tokenizer import Tokenizer
-    from .weights import WeightsFile, default_weights_path
-    path = a.weights or str(default_weights_path(a.model or DEFAULT_MODEL, a.seed))
-    wf = WeightsFile(path)
-    tj = wf.tokenizer_json
-    wf.close()
-    if not tj:
-        raise UserError(f"--prompt needs a tokenizer, and {path} has none: convert a model folder that has "
-                        "tokenizer.json, or give --prompt-ids")
-    return Tokenizer.from_json(tj)
 
 
 def cmd_convert(a):
     from . import convert
     from .weights import write_weights
     kind, src = a.src
+    if kind not in ("hf", "llama2c"):
+        raise UserError(f"--from {kind!r}: expected hf or llama2c")
+    srcp = Path(src)
+    ins = {"--from": src} if kind == "llama2c" else {
+        f"--from {p.name}": str(p) for p in (srcp.glob("*") if srcp.is_dir() else [])}
+    check_paths({"--out": a.out}, ins)
     if kind == "hf":
         cfg, w = convert.from_hf(src, a.name)
-        folder = Path(src)
-    elif kind == "llama2c":
+        folder = srcp
+    else:
         cfg, w = convert.from_llama2c(src, a.name)
         folder = None
-    else:
-        raise UserError(f"--from {kind!r}: expected hf or llama2c")
     inputs, how = convert.calibration_ids(cfg, a.seed, folder, a.calib_ids, a.calib_text)
-    tj = (folder / "tokenizer.json").read_text() if folder and (folder / "tokenizer.json").is_file() else None
+    tj = convert.tokenizer_json(folder)
     out = write_weights(cfg, w, a.out, seed=a.seed, init=f"converted from {kind} {src}", keep_float=not a.no_float,
                         calib_inputs=inputs, calib_doc=how, tokenizer_json=tj)
     print(f"wrote {out} ({out.stat().st_size:,} B): model '{cfg.name}' ({cfg.arch}), calibration: {how}"
@@ -151,58 +171,103 @@ def cmd_convert(a):
     return 0
 
 
-def cmd_run(a, transport_factory):
-    from .chip import FAIL_PHASES, RunSpec, run_chip
-    from .transport import run_virtual
+def _model_inputs(a) -> dict:
+    """The files a run reads (for the output-collision check)."""
+    ins = {"--weights": a.weights}
+    for opt, v in (("--model", a.model), ("--hw", a.hw), ("--topology", a.topology), ("--preset", a.preset)):
+        if v and v.endswith(".toml"):
+            ins[opt] = v
+    return ins
+
+
+def run_spec_from_args(a, transport):
+    """The run's model (checked against its weights file), inputs and hardware, all checked
+    before any chip starts. Returns (spec, chips or None, tokenizer or None)."""
+    from .chip import FAIL_PHASES, RunSpec, validate_inputs
+    from .config import LlamaConfig
+    from .partition import check_chips
+    from .weights import WeightsFile
     if a.fail_at and a.fail_at not in FAIL_PHASES:
         raise UserError(f"--fail-at {a.fail_at!r}: phases are {', '.join(FAIL_PHASES)}")
-    if a.model is None and a.weights:
-        from .weights import WeightsFile
-        wf = WeightsFile(a.weights)
-        a.model = wf.model
-        wf.close()
-    a.model = a.model or DEFAULT_MODEL
-    if not a.weights:
-        load_model(a.model)
-    tok = None
-    if a.prompt is not None:
-        tok = prompt_tokenizer(a)
-        a.prompt_ids = tok.encode(a.prompt)
-    if a.gen_tokens is None:
-        from .paper import PAPER_RUN
-        a.gen_tokens = PAPER_RUN.get(a.model, {}).get("gen_tokens", 32)
-    chip, topo = hardware(a.hw, a.topology, a.preset, a.set)
+    check_paths({"--json": a.json, "--trace": a.trace, "--save-logits": a.save_logits}, _model_inputs(a),
+                stdout_ok=("--json", "--trace", "--save-logits"))
     if a.dry_run and (a.check_float or a.save_logits):
         raise UserError("--check-float and --save-logits need the numerics: drop --dry-run")
+    given = load_model(a.model) if a.model else None
+    if a.weights:
+        wf = WeightsFile(a.weights, expect=given)
+        cfg, tj = wf.cfg, wf.tokenizer_json
+        wf.close()
+    else:
+        cfg, tj = given or load_model(DEFAULT_MODEL), None
+    tok = None
+    if a.prompt is not None:
+        if a.prompt_ids is not None:
+            raise UserError("give --prompt or --prompt-ids, not both")
+        from .tokenizer import Tokenizer
+        if not tj:
+            raise UserError(f"--prompt needs a tokenizer, and {a.weights or 'the default weights'} has none: convert "
+                            "a model folder that has tokenizer.json, or give --prompt-ids")
+        tok = Tokenizer.from_json(tj)
+        a.prompt_ids = tok.encode(a.prompt)
+    decode = isinstance(cfg, LlamaConfig)
+    if decode and a.seq_len is not None:
+        raise UserError(f"--seq-len is for encoders; model '{cfg.name}' decodes: use --gen-tokens")
+    if not decode and a.gen_tokens is not None:
+        raise UserError(f"--gen-tokens is for decoders; model '{cfg.name}' encodes: use --seq-len")
+    if a.gen_tokens is None:
+        from .paper import PAPER_RUN
+        a.gen_tokens = PAPER_RUN.get(cfg.name, {}).get("gen_tokens", 32)
+    seq_len = a.seq_len or (len(a.prompt_ids) if a.prompt_ids else min(128, getattr(cfg, "max_positions", 128)))
+    if transport is not None and a.chips is not None and a.chips != transport.size:
+        raise UserError(f"--chips {a.chips} differs from the MPI world size {transport.size}; omit --chips under mpirun")
+    chips = transport.size if transport is not None else (a.chips or 1)
+    check_chips(cfg, chips)
+    if a.fail_rank >= chips:
+        raise UserError(f"--fail-rank {a.fail_rank}: there are only {chips} chips")
+    chip, topo = hardware(a.hw, a.topology, a.preset, a.set)
+    spec = RunSpec(model=cfg.name, cfg=cfg, weights=a.weights or "", chip=chip, prompt_ids=a.prompt_ids,
+                   gen_tokens=a.gen_tokens, seq_len=seq_len, placement=a.placement, allreduce=a.allreduce,
+                   topology=topo, payload=a.payload, fail_rank=a.fail_rank, fail_at=a.fail_at, dry_run=a.dry_run,
+                   trace=bool(a.trace))
+    validate_inputs(cfg, spec)
+    return spec, chips, tok
+
+
+def cmd_run(a, transport_factory):
+    from .chip import run_chip
+    from .transport import run_virtual
     t = transport_factory()
+    spec, chips, tok = run_spec_from_args(a, t)
     if a.dry_run and t is not None:          # under mpirun: rank 0 emulates the world size in-process
         if t.rank != 0:
             return 0
-        a.chips, t = t.size, None
-    if t is not None and a.chips is not None and a.chips != t.size:
-        raise UserError(f"--chips {a.chips} differs from the MPI world size {t.size}; omit --chips under mpirun")
-    weights = a.weights or ("" if a.dry_run else ensure_weights(a.model, a.seed, t))
-    spec = RunSpec(model=a.model, weights=weights, chip=chip, prompt_ids=a.prompt_ids, gen_tokens=a.gen_tokens,
-                   seq_len=a.seq_len, placement=a.placement, allreduce=a.allreduce, topology=topo,
-                   payload=a.payload, fail_rank=a.fail_rank, fail_at=a.fail_at, dry_run=a.dry_run,
-                   trace=bool(a.trace))
+        t = None
+    if not spec.weights and not spec.dry_run:
+        spec.weights = ensure_weights(spec.cfg, a.seed, t)
     t0 = time.perf_counter()
     if t is not None:
         res = run_chip(spec, t)
     else:
-        res = run_virtual(a.chips or 1, lambda tt: run_chip(spec, tt))[0]
+        res = run_virtual(chips, lambda tt: run_chip(spec, tt))[0]
     wall = time.perf_counter() - t0
     if res is None:
         return 0
     code = finish_run(a, spec, res, wall)
     if tok is not None and not a.quiet:
-        print(f"  text: {a.prompt}{tok.decode(res['token_ids'])}")
+        print(f"  text: {a.prompt}{tok.decode(res['token_ids'])}", file=_summary_stream(a))
     return code
+
+
+def _summary_stream(a):
+    """The summary goes to stdout, or to stderr when an output is written to stdout."""
+    return sys.stderr if "-" in (a.json, a.trace, a.save_logits) else sys.stdout
 
 
 def finish_run(a, spec, res, wall) -> int:
     from . import report
     from .accuracy import check_float
+    from .files import write_json
     acc = None
     if a.check_float:
         from .weights import WeightsFile
@@ -211,7 +276,7 @@ def finish_run(a, spec, res, wall) -> int:
         wf.close()
     rep = report.build(res, spec, acc, wall)
     if a.json:
-        report.write_json(a.json, rep)
+        write_json(a.json, rep)
     if a.trace:
         from .trace import write_trace
         write_trace(a.trace, res["traces"], res["freq_hz"], {"model": rep["model"], "chips": rep["chips"],
@@ -220,7 +285,7 @@ def finish_run(a, spec, res, wall) -> int:
         import numpy as np
         report.save_npy(a.save_logits, (res["output"].astype(np.float64) * res["output_scale"]).astype(np.float32))
     if not a.quiet:
-        print(report.summary(rep))
+        print(report.summary(rep), file=_summary_stream(a))
     return 0
 
 
@@ -228,10 +293,61 @@ def cmd_weights(a):
     from .weights import make_weights
     if a.wcmd != "make":
         raise UserError("usage: python -m mcu_emul weights make --model NAME [--seed S] --out FILE")
-    load_model(a.model)
-    p = make_weights(a.model, a.seed, Path(a.out), keep_float=not a.no_float)
+    check_paths({"--out": a.out}, {"--model": a.model if a.model.endswith(".toml") else None})
+    p = make_weights(load_model(a.model), a.seed, Path(a.out), keep_float=not a.no_float)
     print(f"wrote {p} ({p.stat().st_size:,} B)")
     return 0
+
+
+def cmd_sweep(a):
+    import shlex
+    from .sweep import grid, sweep
+    from .chip import PLACEMENTS
+    from .collectives import ALGORITHMS
+    chips = _int_list(a.chips, "--chips")
+    algs, places = _choice_list(a.allreduce, "--allreduce", ALGORITHMS), _choice_list(a.placement, "--placement", PLACEMENTS)
+    cfg = load_model(a.model)
+    from .partition import check_chips
+    for n in chips:
+        check_chips(cfg, n)
+    pts = grid(chips, algs, places, a.set)
+    for p in pts:                                  # every override value checked before the first run
+        hardware("siracusa", "siracusa-boards", DEFAULT_PRESET, p["overrides"])
+    try:
+        extra = shlex.split(a.run_args)
+    except ValueError as e:
+        raise UserError(f"--run-args {a.run_args!r}: {e}") from None
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    check_paths({"--out sweep.csv": out / "sweep.csv", "--out sweep.json": out / "sweep.json"},
+                {"--model": a.model if a.model.endswith(".toml") else None})
+    rows = sweep(a.model, pts, extra, a.dry_run, out, a.quiet)
+    if not a.quiet:
+        for r in rows:
+            print(f"{r['chips']:>3} chips {r['allreduce']:>12} {r['placement']:>10} {r['overrides']:30s} "
+                  f"latency {r['latency_ms']:.4g} ms  energy {r['energy_mj']:.4g} mJ")
+    print(f"wrote {out / 'sweep.csv'} and sweep.json ({len(rows)} points)")
+    return 0
+
+
+def _int_list(s: str, opt: str) -> list[int]:
+    try:
+        vals = [int(x) for x in s.split(",")]
+    except ValueError:
+        raise UserError(f"{opt} must be comma-separated integers, got {s!r}") from None
+    bad = [v for v in vals if not 1 <= v <= MAX_CHIPS]
+    if bad:
+        raise UserError(f"{opt} {bad[0]}: chip counts must be from 1 to {MAX_CHIPS}")
+    return vals
+
+
+def _choice_list(s: str, opt: str, choices) -> list[str]:
+    vals = s.split(",")
+    bad = [v for v in vals if v not in choices]
+    if bad:
+        raise UserError(f"{opt} {bad[0]!r}: choose from {', '.join(choices)}")
+    return vals
 
 
 def main(argv=None, transport_factory=lambda: None) -> int:
@@ -252,20 +368,7 @@ def main(argv=None, transport_factory=lambda: None) -> int:
         from .calibrate import calibrate_cmd
         return calibrate_cmd(a.hw, a.topology, a.out, a.sweeps, a.start, a.nm_iters)
     if a.cmd == "sweep":
-        import shlex
-        from .sweep import grid, sweep
-        try:
-            chips = [int(x) for x in a.chips.split(",")]
-        except ValueError:
-            raise UserError(f"--chips must be comma-separated integers, got {a.chips!r}") from None
-        pts = grid(chips, a.allreduce.split(","), a.placement.split(","), a.set)
-        rows = sweep(a.model, pts, shlex.split(a.run_args), a.dry_run, Path(a.out), a.quiet)
-        if not a.quiet:
-            for r in rows:
-                print(f"{r['chips']:>3} chips {r['allreduce']:>12} {r['placement']:>10} {r['overrides']:30s} "
-                      f"latency {r['latency_ms']:.4g} ms  energy {r['energy_mj']:.4g} mJ")
-        print(f"wrote {Path(a.out) / 'sweep.csv'} and sweep.json ({len(rows)} points)")
-        return 0
+        return cmd_sweep(a)
     if a.cmd == "plot":
         from .plot import plot
         for p in plot(a.results, a.out):

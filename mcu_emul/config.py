@@ -8,12 +8,21 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import UserError
+from .fields import bound, check, coerce
 
 DATA_DIR = Path(os.environ.get("MCU_EMUL_DATA", Path(__file__).resolve().parent.parent / "data"))
 
 
+# Limits of a model description (README "Limits"): far beyond any model a cluster of MCUs can
+# hold, small enough that a mistyped value is refused before anything is allocated.
+MAX_WEIGHTS = 16_000_000_000
+MAX_DIM, MAX_LAYERS, MAX_HEADS, MAX_VOCAB, MAX_CONTEXT = 65536, 1024, 1024, 2**21, 131072
+
+
 def _build(cls, table: dict, where: str):
     """Instantiate dataclass `cls` from a TOML table, rejecting unknown and missing keys."""
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: expected a table, got {table!r}")
     names = [f.name for f in fields(cls) if f.init]
     unknown = sorted(set(table) - set(names))
     if unknown:
@@ -22,7 +31,7 @@ def _build(cls, table: dict, where: str):
                and f.default is dataclasses.MISSING]
     if missing:
         raise UserError(f"{where}: missing key(s) {', '.join(missing)}")
-    return cls(**table)
+    return cls(**{k: coerce(cls, k, v, where) for k, v in table.items()})
 
 
 def _check(cond: bool, where: str, msg: str):
@@ -35,29 +44,29 @@ class LlamaConfig:
     """llama2.c-style decoder: RMSNorm, RoPE (adjacent pairs), SwiGLU; classifier tied to the
     embedding or a separate `lm_head`."""
     name: str
-    arch: str
-    dim: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    ffn_hidden: int
-    vocab_size: int
-    context_len: int
-    norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
+    arch: str = bound(choices=("llama",))
+    dim: int = bound(ge=2, le=MAX_DIM)
+    n_layers: int = bound(ge=1, le=MAX_LAYERS)
+    n_heads: int = bound(ge=1, le=MAX_HEADS)
+    n_kv_heads: int = bound(ge=1, le=MAX_HEADS)
+    ffn_hidden: int = bound(ge=1, le=4 * MAX_DIM)
+    vocab_size: int = bound(ge=1, le=MAX_VOCAB)
+    context_len: int = bound(ge=1, le=MAX_CONTEXT)
+    norm_eps: float = bound(gt=0.0, le=1.0, default=1e-5)
+    rope_theta: float = bound(gt=1.0, le=1e12, default=10000.0)
     tie_embeddings: bool = True
     note: str = ""
 
     def __post_init__(self):
         w = f"model '{self.name}'"
-        _check(self.arch == "llama", w, f"arch must be 'llama', got {self.arch!r}")
-        for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden", "vocab_size", "context_len"):
-            _check(isinstance(getattr(self, k), int) and getattr(self, k) > 0, w,
-                   f"{k} must be a positive integer, got {getattr(self, k)!r}")
+        check(self, w if isinstance(self.name, str) else "model")
         _check(self.dim % self.n_heads == 0, w, f"dim {self.dim} not divisible by n_heads {self.n_heads}")
         _check(self.n_heads % self.n_kv_heads == 0, w,
                f"n_heads {self.n_heads} not divisible by n_kv_heads {self.n_kv_heads}")
         _check((self.dim // self.n_heads) % 2 == 0, w, "head dim must be even for RoPE")
+        D, F, KV = self.dim, self.ffn_hidden, self.n_kv_heads * self.head_dim
+        n = self.vocab_size * D * (1 if self.tie_embeddings else 2) + self.n_layers * (2 * D * D + 2 * KV * D + 3 * F * D)
+        _check(n <= MAX_WEIGHTS, w, f"{n:,} weights, more than the limit of {MAX_WEIGHTS:,}")
 
     @property
     def head_dim(self) -> int:
@@ -72,28 +81,27 @@ class LlamaConfig:
 class MobileBertConfig:
     """MobileBERT encoder: bottlenecks, shared Q/K bottleneck, stacked FFNs, NoNorm, ReLU."""
     name: str
-    arch: str
-    hidden: int
-    bottleneck: int
-    n_layers: int
-    n_heads: int
-    intermediate: int
-    n_ffn: int
-    embedding_size: int
-    vocab_size: int
-    max_positions: int
-    type_vocab_size: int = 2
+    arch: str = bound(choices=("mobilebert",))
+    hidden: int = bound(ge=1, le=MAX_DIM)
+    bottleneck: int = bound(ge=1, le=MAX_DIM)
+    n_layers: int = bound(ge=1, le=MAX_LAYERS)
+    n_heads: int = bound(ge=1, le=MAX_HEADS)
+    intermediate: int = bound(ge=1, le=4 * MAX_DIM)
+    n_ffn: int = bound(ge=1, le=16)
+    embedding_size: int = bound(ge=1, le=MAX_DIM)
+    vocab_size: int = bound(ge=1, le=MAX_VOCAB)
+    max_positions: int = bound(ge=1, le=MAX_CONTEXT)
+    type_vocab_size: int = bound(ge=1, le=1024, default=2)
     note: str = ""
 
     def __post_init__(self):
         w = f"model '{self.name}'"
-        _check(self.arch == "mobilebert", w, f"arch must be 'mobilebert', got {self.arch!r}")
-        for k in ("hidden", "bottleneck", "n_layers", "n_heads", "intermediate", "n_ffn",
-                  "embedding_size", "vocab_size", "max_positions", "type_vocab_size"):
-            _check(isinstance(getattr(self, k), int) and getattr(self, k) > 0, w,
-                   f"{k} must be a positive integer, got {getattr(self, k)!r}")
+        check(self, w if isinstance(self.name, str) else "model")
         _check(self.bottleneck % self.n_heads == 0, w,
                f"bottleneck {self.bottleneck} not divisible by n_heads {self.n_heads}")
+        H, B, I = self.hidden, self.bottleneck, self.intermediate
+        n = self.vocab_size * self.embedding_size + self.n_layers * (2 * self.n_ffn * I * B + 4 * B * H + 3 * B * B)
+        _check(n <= MAX_WEIGHTS, w, f"{n:,} weights, more than the limit of {MAX_WEIGHTS:,}")
 
     @property
     def head_dim(self) -> int:
@@ -129,57 +137,60 @@ def config_to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-@dataclass(frozen=True)
-class MemorySpec:
-    """One chip's memories, bytes."""
-    l1_bytes: int
-    l2_bytes: int
-    weight_mem_bytes: int
+class _Checked:
+    """A hardware section: every field checked (type, finite, limits) on construction."""
 
     def __post_init__(self):
-        for k in ("l1_bytes", "l2_bytes", "weight_mem_bytes"):
-            _check(isinstance(getattr(self, k), int) and getattr(self, k) >= 0, "memory",
-                   f"{k} must be a non-negative integer, got {getattr(self, k)!r}")
+        check(self, f"[{_SECTION_OF[type(self)]}]")
 
 
 @dataclass(frozen=True)
-class ComputeSpec:
-    freq_hz: float
-    cluster_gemv_macs_per_cycle: float
-    cluster_gemm_macs_per_cycle: float
-    engine_gemv_macs_per_cycle: float
-    engine_gemm_macs_per_cycle: float
-    kernel_overhead_cycles: int
-    elementwise_per_cycle: float
+class MemorySpec(_Checked):
+    """One chip's memories, bytes."""
+    l1_bytes: int = bound(ge=0, le=2**34)
+    l2_bytes: int = bound(gt=0, le=2**34)
+    weight_mem_bytes: int = bound(ge=0, le=2**34)
 
 
 @dataclass(frozen=True)
-class DmaSpec:
-    l2_l1_bytes_per_cycle: float
+class ComputeSpec(_Checked):
+    freq_hz: float = bound(gt=0.0, le=1e11)
+    cluster_gemv_macs_per_cycle: float = bound(gt=0.0, le=1e6)
+    cluster_gemm_macs_per_cycle: float = bound(gt=0.0, le=1e6)
+    engine_gemv_macs_per_cycle: float = bound(gt=0.0, le=1e6)
+    engine_gemm_macs_per_cycle: float = bound(gt=0.0, le=1e6)
+    kernel_overhead_cycles: int = bound(ge=0, le=10**9)
+    elementwise_per_cycle: float = bound(gt=0.0, le=1e6)
 
 
 @dataclass(frozen=True)
-class OffchipSpec:
-    l3_bytes_per_s: float
-    l3_latency_cycles: int
+class DmaSpec(_Checked):
+    l2_l1_bytes_per_cycle: float = bound(gt=0.0, le=1e6)
+
+
+@dataclass(frozen=True)
+class OffchipSpec(_Checked):
+    l3_bytes_per_s: float = bound(gt=0.0, le=1e13)
+    l3_latency_cycles: int = bound(ge=0, le=10**9)
     l3_overlaps_compute: bool
 
 
 @dataclass(frozen=True)
-class PowerSpec:
-    cluster_active_w: float
-    engine_active_w: float
-    idle_w: float
+class PowerSpec(_Checked):
+    cluster_active_w: float = bound(ge=0.0, le=1e3)
+    engine_active_w: float = bound(ge=0.0, le=1e3)
+    idle_w: float = bound(ge=0.0, le=1e3)
 
 
 @dataclass(frozen=True)
-class EnergySpec:
-    l2_pj_per_byte: float
-    l3_pj_per_byte: float
+class EnergySpec(_Checked):
+    l2_pj_per_byte: float = bound(ge=0.0, le=1e6)
+    l3_pj_per_byte: float = bound(ge=0.0, le=1e6)
 
 
 _HW_SECTIONS = {"memory": MemorySpec, "compute": ComputeSpec, "dma": DmaSpec, "offchip": OffchipSpec,
                 "power": PowerSpec, "energy": EnergySpec}
+_SECTION_OF = {cls: sec for sec, cls in _HW_SECTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -199,16 +210,8 @@ class ChipSpec:
         return self.memory.l2_bytes + self.memory.weight_mem_bytes
 
     def __post_init__(self):
-        for sec in _HW_SECTIONS:
-            obj = getattr(self, sec)
-            for f in fields(obj):
-                v = getattr(obj, f.name)
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
-                    raise UserError(f"chip '{self.name}': {sec}.{f.name} must be >= 0, got {v!r}")
-        for k in ("compute.freq_hz", "dma.l2_l1_bytes_per_cycle", "offchip.l3_bytes_per_s"):
-            sec, key = k.split(".")
-            if getattr(getattr(self, sec), key) <= 0:
-                raise UserError(f"chip '{self.name}': {k} must be > 0")
+        _check(isinstance(self.name, str), "chip", f"name must be a string, got {self.name!r}")
+        _check(isinstance(self.origin, dict), f"chip '{self.name}'", f"[origin] must be a table, got {self.origin!r}")
 
 
 @dataclass(frozen=True)
@@ -217,23 +220,20 @@ class Topology:
     rest) and chip-to-chip links: level 0 values, upper levels scaled by the factors."""
     name: str
     group_sizes: tuple
-    link_bytes_per_s: float = 2.0e8
-    link_latency_s: float = 2.0e-6
-    link_pj_per_byte: float = 100.0
-    upper_bandwidth_factor: float = 0.5
-    upper_latency_factor: float = 2.0
-    link_ports: str = "per_peer"
+    link_bytes_per_s: float = bound(gt=0.0, le=1e13, default=2.0e8)
+    link_latency_s: float = bound(ge=0.0, le=1.0, default=2.0e-6)
+    link_pj_per_byte: float = bound(ge=0.0, le=1e6, default=100.0)
+    upper_bandwidth_factor: float = bound(gt=0.0, le=1e3, default=0.5)
+    upper_latency_factor: float = bound(ge=0.0, le=1e6, default=2.0)
+    link_ports: str = bound(choices=("per_peer", "single"), default="per_peer")
     note: str = ""
     origin: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        object.__setattr__(self, "group_sizes", tuple(self.group_sizes))
-        _check(all(isinstance(g, int) and g >= 2 for g in self.group_sizes), f"topology '{self.name}'",
-               f"group_sizes must be integers >= 2, got {list(self.group_sizes)!r}")
-        _check(self.link_ports in ("per_peer", "single"), f"topology '{self.name}'",
-               f"link_ports must be 'per_peer' or 'single', got {self.link_ports!r}")
-        for k in ("link_bytes_per_s", "upper_bandwidth_factor"):
-            _check(getattr(self, k) > 0, f"topology '{self.name}'", f"{k} must be > 0, got {getattr(self, k)!r}")
+        w = f"topology '{self.name}'"
+        check(self, w if isinstance(self.name, str) else "topology")
+        _check(all(isinstance(g, int) and not isinstance(g, bool) and 2 <= g <= 4096 for g in self.group_sizes),
+               w, f"group_sizes must be integers from 2 to 4096, got {list(self.group_sizes)!r}")
 
     def level(self, a: int, b: int) -> int:
         """Hierarchy level of the link between ranks a and b (0 = same innermost group)."""
@@ -256,6 +256,10 @@ def load_table(kind: str, name: str, what: str = "") -> tuple[dict, str]:
         return tomllib.loads(path.read_text()), str(path)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid TOML: not UTF-8 text") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def chip_from_dict(table: dict, where: str) -> ChipSpec:
@@ -285,22 +289,25 @@ def load_topology(name: str = "siracusa-boards") -> Topology:
     return _build(Topology, table, where)
 
 
-def with_values(chip: ChipSpec, topo: Topology, values: dict) -> tuple[ChipSpec, Topology]:
-    """Replace parameters by name: {"section.key": value} (hw sections) or {"link.key": value}."""
+def with_values(chip: ChipSpec, topo: Topology, values: dict, where: str = "--set") -> tuple[ChipSpec, Topology]:
+    """Replace parameters by name: {"section.key": value} (hw sections) or {"link.key": value};
+    each value checked like the data files' (errors name `where` and the parameter)."""
     for lhs, v in values.items():
-        sec, key = lhs.split(".", 1)
+        sec, key = lhs.split(".", 1) if "." in lhs else (lhs, "")
+        at = f"{where} {lhs}"
         if sec == "link":
             if key not in {f.name for f in fields(Topology)} - {"name", "origin", "note"}:
-                raise UserError(f"--set {lhs}: unknown link/topology key {key!r}")
-            topo = dataclasses.replace(topo, **{key: v})
+                raise UserError(f"{at}: unknown link/topology key {key!r}")
+            topo = dataclasses.replace(topo, **{key: coerce(Topology, key, v, at)})
         elif sec in _HW_SECTIONS:
             obj = getattr(chip, sec)
             if key not in {f.name for f in fields(obj)}:
-                raise UserError(f"--set {lhs}: unknown key {key!r} in [{sec}] "
+                raise UserError(f"{at}: unknown key {key!r} in [{sec}] "
                                 f"(known: {', '.join(f.name for f in fields(obj))})")
+            v = coerce(type(obj), key, v, at)
             chip = dataclasses.replace(chip, **{sec: dataclasses.replace(obj, **{key: v})})
         else:
-            raise UserError(f"--set {lhs}: unknown section {sec!r} (known: link, {', '.join(_HW_SECTIONS)})")
+            raise UserError(f"{at}: unknown section {sec!r} (known: link, {', '.join(_HW_SECTIONS)})")
     return chip, topo
 
 

@@ -1,8 +1,10 @@
 """Import real checkpoints into the HDF5 weights format (quantizing and calibrating on the way).
 
-- Hugging Face folders (config.json + model.safetensors, read with safetensors' numpy API):
-  LlamaForCausalLM (any dims, grouped-query attention, tied or separate lm_head) and
-  MobileBertModel / MobileBert* heads (the encoder is taken).
+- Hugging Face folders (config.json + *.safetensors in float32, float16 or bfloat16):
+  LlamaForCausalLM (any dims, grouped-query attention, tied or separate lm_head; RoPE from
+  `rope_theta` or transformers 5's `rope_parameters`, default rope type only) and
+  MobileBertModel / MobileBert* heads (the encoder is taken). What the emulator cannot
+  reproduce exactly (RoPE scaling, a head_dim other than hidden/heads, biases) is refused by name.
 - llama2.c checkpoints: the legacy float layout (7-int header) and the versioned header
   (magic "ak42", version 1 = float32). Version 2 (Q8_0) is refused with a clear message.
 
@@ -31,21 +33,19 @@ def _need(cond, msg):
 
 
 def _read_safetensors(folder: Path) -> dict:
-    try:
-        from safetensors.numpy import load_file
-    except ImportError:
-        raise UserError("reading Hugging Face checkpoints needs safetensors: pip install -e '.[convert]'") from None
+    from .safetensors_np import read_floats
     files = sorted(folder.glob("*.safetensors"))
     _need(files, f"{folder}: no *.safetensors file (save the model with safe_serialization=True)")
     out = {}
     for f in files:
-        for k, v in load_file(str(f)).items():
-            out[k] = np.asarray(v, np.float32) if v.dtype != np.float32 else v
+        out |= read_floats(f)
     return out
 
 
 def _interleave_heads(w: np.ndarray, n_heads: int) -> np.ndarray:
     """(n_heads*hd, in) rows [h: first half, second half] -> adjacent pairs."""
+    if w.ndim != 2 or w.shape[0] % n_heads or (w.shape[0] // n_heads) % 2:
+        raise ValueError(f"a projection of shape {list(w.shape)} for {n_heads} heads")
     hd = w.shape[0] // n_heads
     w = w.reshape(n_heads, 2, hd // 2, -1)          # (head, half, i, in)
     return w.transpose(0, 2, 1, 3).reshape(n_heads * hd, -1)
@@ -54,22 +54,62 @@ def _interleave_heads(w: np.ndarray, n_heads: int) -> np.ndarray:
 LLAMA_KEYS_OK = {"hidden_act": ("silu",), "model_type": ("llama",)}
 
 
+def rope_theta_of(c: dict, where: str) -> float:
+    """RoPE base from config.json: transformers 5's `rope_parameters` or the older top-level
+    `rope_theta` / `rope_scaling`; any scaling (linear, dynamic, yarn, llama3, ...) is refused,
+    since mcu_emul's integer RoPE implements the default rotation only."""
+    rp = c.get("rope_parameters")
+    top = c.get("rope_theta")
+    scaling = c.get("rope_scaling")
+    if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) in ("default", None) \
+            and set(scaling) <= {"rope_type", "type", "rope_theta"}:
+        scaling = None
+    if scaling:
+        raise UserError(f"{where}: rope_scaling = {scaling!r} is not supported (default RoPE only)")
+    if rp is None:
+        return 10000.0 if top is None else top
+    if not isinstance(rp, dict):
+        raise UserError(f"{where}: rope_parameters must be an object, got {rp!r}")
+    kind = rp.get("rope_type", rp.get("type", "default"))
+    if kind != "default":
+        raise UserError(f"{where}: rope_parameters.rope_type = {kind!r} is not supported (default RoPE only: "
+                        "mcu_emul would not reproduce the checkpoint)")
+    extra = {k: v for k, v in rp.items() if k not in ("rope_type", "type", "rope_theta")
+             and not (k == "partial_rotary_factor" and v == 1.0)}
+    if extra:
+        raise UserError(f"{where}: rope_parameters {', '.join(f'{k} = {v!r}' for k, v in extra.items())} "
+                        "not supported (default RoPE only)")
+    theta = rp.get("rope_theta", 10000.0 if top is None else top)
+    if top is not None and top != theta:
+        raise UserError(f"{where}: rope_theta = {top!r} and rope_parameters.rope_theta = {theta!r} disagree")
+    return theta
+
+
 def hf_llama(folder: Path, cfg_json: dict, name: str) -> tuple[LlamaConfig, dict]:
+    where = f"{folder}/config.json"
     for k, ok in LLAMA_KEYS_OK.items():
         if k in cfg_json and cfg_json[k] not in ok:
-            raise UserError(f"{folder}/config.json: {k} = {cfg_json[k]!r} is not supported (supported: {ok})")
-    for k in ("rope_scaling", "attention_bias", "mlp_bias"):
+            raise UserError(f"{where}: {k} = {cfg_json[k]!r} is not supported (supported: {ok})")
+    for k in ("attention_bias", "mlp_bias"):
         if cfg_json.get(k):
-            raise UserError(f"{folder}/config.json: {k} = {cfg_json[k]!r} is not supported")
+            raise UserError(f"{where}: {k} = {cfg_json[k]!r} is not supported")
     D, H = cfg_json["hidden_size"], cfg_json["num_attention_heads"]
     KV = cfg_json.get("num_key_value_heads", H)
-    cfg = LlamaConfig(name=name, arch="llama", dim=D, n_layers=cfg_json["num_hidden_layers"], n_heads=H,
-                      n_kv_heads=KV, ffn_hidden=cfg_json["intermediate_size"], vocab_size=cfg_json["vocab_size"],
-                      context_len=cfg_json.get("max_position_embeddings", 2048),
-                      norm_eps=float(cfg_json.get("rms_norm_eps", 1e-6)),
-                      rope_theta=float(cfg_json.get("rope_theta", 10000.0)),
-                      tie_embeddings=bool(cfg_json.get("tie_word_embeddings", False)),
-                      note=f"converted from Hugging Face {folder.name}")
+    if KV is None:
+        KV = H
+    try:
+        cfg = LlamaConfig(name=name, arch="llama", dim=D, n_layers=cfg_json["num_hidden_layers"], n_heads=H,
+                          n_kv_heads=KV, ffn_hidden=cfg_json["intermediate_size"], vocab_size=cfg_json["vocab_size"],
+                          context_len=cfg_json.get("max_position_embeddings", 2048),
+                          norm_eps=cfg_json.get("rms_norm_eps", 1e-6), rope_theta=rope_theta_of(cfg_json, where),
+                          tie_embeddings=cfg_json.get("tie_word_embeddings", False),
+                          note=f"converted from Hugging Face {folder.name}")
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    hd = cfg_json.get("head_dim")
+    if hd is not None and hd != cfg.head_dim:
+        raise UserError(f"{where}: head_dim = {hd!r} differs from hidden_size / num_attention_heads = "
+                        f"{cfg.head_dim}; mcu_emul supports head_dim = hidden_size / heads only")
     t = _read_safetensors(folder)
     pre = "model." if "model.embed_tokens.weight" in t else ""
     g = lambda k: t[pre + k]                       # noqa: E731
@@ -99,13 +139,16 @@ def hf_mobilebert(folder: Path, c: dict, name: str) -> tuple[MobileBertConfig, d
     for k, v in MB_REQUIRED.items():
         if v is not None and k in c and c[k] != v:
             raise UserError(f"{folder}/config.json: {k} = {c[k]!r} is not supported (mcu_emul needs {v!r})")
-    cfg = MobileBertConfig(name=name, arch="mobilebert", hidden=c["hidden_size"],
-                           bottleneck=c["intra_bottleneck_size"], n_layers=c["num_hidden_layers"],
-                           n_heads=c["num_attention_heads"], intermediate=c["intermediate_size"],
-                           n_ffn=c.get("num_feedforward_networks", 4), embedding_size=c["embedding_size"],
-                           vocab_size=c["vocab_size"], max_positions=c["max_position_embeddings"],
-                           type_vocab_size=c.get("type_vocab_size", 2),
-                           note=f"converted from Hugging Face {folder.name}")
+    try:
+        cfg = MobileBertConfig(name=name, arch="mobilebert", hidden=c["hidden_size"],
+                               bottleneck=c["intra_bottleneck_size"], n_layers=c["num_hidden_layers"],
+                               n_heads=c["num_attention_heads"], intermediate=c["intermediate_size"],
+                               n_ffn=c.get("num_feedforward_networks", 4), embedding_size=c["embedding_size"],
+                               vocab_size=c["vocab_size"], max_positions=c["max_position_embeddings"],
+                               type_vocab_size=c.get("type_vocab_size", 2),
+                               note=f"converted from Hugging Face {folder.name}")
+    except UserError as e:
+        raise UserError(f"{folder}/config.json: {e}") from None
     t = _read_safetensors(folder)
     pre = "mobilebert." if "mobilebert.embeddings.word_embeddings.weight" in t else ""
     g = lambda k: t[pre + k]                       # noqa: E731
@@ -145,11 +188,17 @@ def hf_mobilebert(folder: Path, c: dict, name: str) -> tuple[MobileBertConfig, d
 def from_hf(folder, name: str | None = None):
     folder = Path(folder)
     cj = folder / "config.json"
+    _need(folder.is_dir(), f"{folder}: not a folder (expected a Hugging Face model folder)")
     _need(cj.is_file(), f"{folder}: no config.json (expected a Hugging Face model folder)")
-    c = json.loads(cj.read_text())
-    arch = (c.get("architectures") or [""])[0]
+    try:
+        c = json.loads(cj.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{cj}: not valid JSON ({e})") from None
+    _need(isinstance(c, dict), f"{cj}: expected a JSON object")
+    archs = c.get("architectures") or [""]
+    arch = archs[0] if isinstance(archs, list) and isinstance(archs[0], str) else ""
     mt = c.get("model_type", "")
-    name = name or folder.name
+    name = name or folder.resolve().name
     try:
         if mt == "llama" or arch.startswith("Llama"):
             return hf_llama(folder, c, name)
@@ -157,6 +206,8 @@ def from_hf(folder, name: str | None = None):
             return hf_mobilebert(folder, c, name)
     except KeyError as e:
         raise UserError(f"{folder}: missing config key or tensor {e}") from None
+    except ValueError as e:                      # a tensor whose shape contradicts config.json
+        raise UserError(f"{folder}: tensors do not match config.json ({e})") from None
     raise UserError(f"{folder}/config.json: unsupported architecture {arch or mt!r} "
                     "(supported: LlamaForCausalLM, MobileBert*)")
 
@@ -164,7 +215,11 @@ def from_hf(folder, name: str | None = None):
 def from_llama2c(path, name: str | None = None):
     """llama2.c checkpoint: legacy (7 x int32 header) or versioned (magic 'ak42', version 1)."""
     path = Path(path)
-    data = path.read_bytes()
+    _need(path.is_file(), f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     _need(len(data) >= 28, f"{path}: too short for a llama2.c checkpoint ({len(data)} B)")
     magic = struct.unpack_from("<I", data, 0)[0]
     if magic == LLAMA2C_MAGIC:
@@ -180,6 +235,13 @@ def from_llama2c(path, name: str | None = None):
         off, legacy = 28, True
     _need(min(dim, hidden, L, H, KV, V, T) > 0 and dim % H == 0,
           f"{path}: not a llama2.c checkpoint (header dim={dim} hidden={hidden} layers={L} heads={H})")
+    try:
+        cfg = LlamaConfig(name=name or path.stem, arch="llama", dim=dim, n_layers=L, n_heads=H, n_kv_heads=KV,
+                          ffn_hidden=hidden, vocab_size=V, context_len=T, norm_eps=1e-5, tie_embeddings=shared,
+                          note=f"converted from llama2.c {path.name} ({'legacy' if legacy else 'version 1'})")
+    except UserError as e:
+        raise UserError(f"{path}: header: {e}") from None
+    _need((len(data) - off) % 4 == 0, f"{path}: {len(data) - off} B of tensors is not a whole number of float32")
     f = np.frombuffer(data, np.float32, offset=off)
     pos = 0
 
@@ -215,10 +277,18 @@ def from_llama2c(path, name: str | None = None):
         w |= {p + "wq": wq[l], p + "wk": wk[l], p + "wv": wv[l], p + "wo": wo[l], p + "w1": w1[l],
               p + "w2": w2[l], p + "w3": w3[l], p + "attn_norm": att_norm[l], p + "ffn_norm": ffn_norm[l]}
     w["final_norm"] = final
-    cfg = LlamaConfig(name=name or path.stem, arch="llama", dim=dim, n_layers=L, n_heads=H, n_kv_heads=KV,
-                      ffn_hidden=hidden, vocab_size=V, context_len=T, norm_eps=1e-5, tie_embeddings=shared,
-                      note=f"converted from llama2.c {path.name} ({'legacy' if legacy else 'version 1'})")
     return cfg, w
+
+
+def tokenizer_json(folder: Path | None) -> str | None:
+    """The folder's tokenizer.json text, if any (stored in the weights file for --prompt)."""
+    tj = folder / "tokenizer.json" if folder else None
+    if tj is None or not tj.is_file():
+        return None
+    try:
+        return tj.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {tj}: {e}") from None
 
 
 def calibration_ids(cfg, seed: int, folder: Path | None, ids: list[int] | None, text: str | None):

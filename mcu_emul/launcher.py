@@ -67,9 +67,16 @@ def run_report(args: list[str], chips: int, json_path, dry: bool = False) -> dic
         cmd = mpi_command(chips, args)
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
-        tail = p.stderr.strip().splitlines()[-1:] or ["(no message)"]
-        raise UserError(f"run on {chips} chip(s) failed ({' '.join(args[:3])} ...): {tail[0]}")
+        raise UserError(f"run on {chips} chip(s) failed ({' '.join(args[:3])} ...): {cause(p.stderr)}")
     return json.loads(Path(json_path).read_text())
+
+
+def cause(stderr: str) -> str:
+    """The failing run's own message (not the launcher's lines after it)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    ours = [ln for ln in lines if ln.startswith("mcu_emul:") and "making default weights" not in ln]
+    msg = (ours or lines[-1:] or ["(no message)"])[-1]
+    return msg.removeprefix("mcu_emul: error: ")
 
 
 def main(argv=None) -> int:

@@ -116,11 +116,14 @@ def real_figures(model: str, chips: int, preset: str, tmpdir) -> dict:
 
 
 def paper_cmd(dry: bool, preset: str, out: str | None) -> int:
-    import json
+    import functools
+    import sys
     import tempfile
     import time
+    from .files import check_paths, write_json
     from .presets import hardware
-    from .report import atomic_write_bytes
+    check_paths({"--json": out}, stdout_ok=("--json",))
+    say = functools.partial(print, file=sys.stderr if out == "-" else sys.stdout)   # JSON owns stdout
     t0 = time.perf_counter()
     chip, topo = hardware("siracusa", "siracusa-boards", preset, [])
     fig = {}
@@ -151,20 +154,20 @@ def paper_cmd(dry: bool, preset: str, out: str | None) -> int:
                "targets": [{"id": t.id, "what": t.what, "unit": t.unit, "published": t.published,
                             "ours": vals[t.id], "error_pct": err[t.id]} for t in TARGETS],
                "curves": curves}
-        atomic_write_bytes(out, (json.dumps(doc, indent=2) + "\n").encode())
+        write_json(out, doc)
     mode = "dry run (analytic counters)" if dry else "real MPI runs"
-    print(f"mcu_emul paper: {mode}, preset {preset}, {time.perf_counter() - t0:.1f} s; "
+    say(f"mcu_emul paper: {mode}, preset {preset}, {time.perf_counter() - t0:.1f} s; "
           f"figures of the Transformer blocks (scope '{PAPER_SCOPE}')")
-    print(f"  {'id':3s} {'figure':54s} {'ours':>10s} {'published':>10s} {'error':>8s}")
+    say(f"  {'id':3s} {'figure':54s} {'ours':>10s} {'published':>10s} {'error':>8s}")
     for t in TARGETS:
-        print(f"  {t.id:3s} {t.what + ' (' + t.unit + ')':54s} {vals[t.id]:10.4g} {t.published:10.4g} {err[t.id]:+7.1f}%")
+        say(f"  {t.id:3s} {t.what + ' (' + t.unit + ')':54s} {vals[t.id]:10.4g} {t.published:10.4g} {err[t.id]:+7.1f}%")
     for model, pts in curves.items():
-        print(f"  speed-up {model}: " + ", ".join(f"{c['chips']}: {c['speedup']:.2f}x ({c['placement'][:4]})"
+        say(f"  speed-up {model}: " + ", ".join(f"{c['chips']}: {c['speedup']:.2f}x ({c['placement'][:4]})"
                                                  for c in pts))
-    print("  whole model (embedding and classifier included), per token / inference:")
+    say("  whole model (embedding and classifier included), per token / inference:")
     for model, pts in curves.items():
-        print(f"    {model}: " + ", ".join(f"{c['chips']}: {c['whole_model']['latency_ms']:.4g} ms "
+        say(f"    {model}: " + ", ".join(f"{c['chips']}: {c['whole_model']['latency_ms']:.4g} ms "
                                           f"{c['whole_model']['energy_mj']:.4g} mJ" for c in pts))
     if out:
-        print(f"  wrote {out}")
+        say(f"  wrote {'standard output' if out == '-' else out}")
     return 0

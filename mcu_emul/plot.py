@@ -11,34 +11,46 @@ CATS = ("compute", "onchip", "offchip", "link", "idle")
 
 
 def _load(path) -> dict:
+    if not Path(path).is_file():
+        raise UserError(f"cannot read results {path}: not an existing regular file")
     try:
         doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:
         raise UserError(f"cannot read results {path}: {e}") from None
-    if doc.get("schema") != "mcu_emul.paper/1":
-        raise UserError(f"{path}: not a paper table (schema {doc.get('schema')!r}, expected 'mcu_emul.paper/1'); "
+    schema = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+    if schema != "mcu_emul.paper/1":
+        raise UserError(f"{path}: not a paper table (schema {schema!r}, expected 'mcu_emul.paper/1'); "
                         "make one with `python -m mcu_emul paper --dry-run --json FILE`")
     return doc
 
 
 def _save(fig, path):
-    from .report import atomic_write_bytes
     import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
+    from .files import write_bytes
+    write_bytes(path, buf.getvalue())
 
 
 def plot(results: str, out: str) -> list[Path]:
+    doc = _load(results)
+    try:
+        return _plot(doc, Path(out), results)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise UserError(f"{results}: not a complete paper table ({type(e).__name__}: {e}); "
+                        "make one with `python -m mcu_emul paper --dry-run --json FILE`") from None
+
+
+def _plot(doc: dict, out: Path, results: str) -> list[Path]:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("plot needs matplotlib: pip install -e '.[plot]'") from None
-    doc = _load(results)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from .files import check_paths
+    check_paths({f"--out {n}": out / n for n in ("speedup.png", "energy.png", "latency.png")}, 
+                {"results": results})
     curves, pub = doc["curves"], doc.get("published_points", {})
     written = []
 

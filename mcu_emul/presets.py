@@ -25,6 +25,9 @@ BOUNDS = {
 def load_preset(name: str) -> dict:
     """Preset file: {"hw":..., "topology":..., "fitted": {param: value}, ...}."""
     table, path = load_table("presets", name, "preset")
+    if not isinstance(table.get("fitted", {}), dict):
+        raise UserError(f"{path}: [fitted] must be a table")
+    table["path"] = path
     unknown = sorted(set(table.get("fitted", {})) - set(BOUNDS))
     if unknown:
         raise UserError(f"{path}: [fitted] has unknown parameter(s) {', '.join(unknown)}")
@@ -35,5 +38,6 @@ def hardware(hw: str, topology: str, preset: str, sets: list[str]):
     """Chip and topology descriptions, the preset's fitted values, then --set overrides."""
     chip, topo = load_chip(hw), load_topology(topology)
     if preset and preset != "none":
-        chip, topo = with_values(chip, topo, load_preset(preset).get("fitted", {}))
+        p = load_preset(preset)
+        chip, topo = with_values(chip, topo, p.get("fitted", {}), f"{p['path']} [fitted]")
     return with_overrides(chip, topo, sets)

@@ -1,42 +1,21 @@
-"""Run report: JSON (schema mcu_emul.report/1), human summary, atomic file writes."""
+"""Run report: JSON (schema mcu_emul.report/1) and the human summary."""
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 
 import numpy as np
 
 from .config import LlamaConfig
+from .files import write_bytes
 from .memory import fmt_bytes
 
 SCHEMA = "mcu_emul.report/1"
-
-
-def atomic_write_bytes(path, data: bytes):
-    """Write whole or not at all: temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        from .errors import UserError
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_npy(path, arr: np.ndarray):
     import io
     buf = io.BytesIO()
     np.save(buf, arr)
-    atomic_write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 def figures(res: dict, scope: str = "model") -> dict:
@@ -98,10 +77,6 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
     if accuracy is not None:
         rep["accuracy"] = accuracy
     return rep
-
-
-def write_json(path, rep: dict):
-    atomic_write_bytes(path, (json.dumps(rep, indent=2) + "\n").encode())
 
 
 def summary(rep: dict) -> str:

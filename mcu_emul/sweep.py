@@ -6,14 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 from .errors import UserError
 from .launcher import run_report
-from .report import atomic_write_bytes
+from .files import write_bytes, write_json
 
 COLUMNS = ("model", "chips", "allreduce", "placement_asked", "placement", "overrides", "latency_ms",
            "energy_mj", "edp_mj_ms", "blocks_latency_ms", "blocks_energy_mj", "blocks_edp_mj_ms", "offchip_bytes", "link_bytes", "weight_bytes_total", "output_sha256")
@@ -76,7 +75,6 @@ def sweep(model: str, points: list[dict], extra: list[str], dry: bool, out: Path
     w = csv.DictWriter(buf, fieldnames=COLUMNS)
     w.writeheader()
     w.writerows(rows)
-    atomic_write_bytes(out / "sweep.csv", buf.getvalue().encode())
-    atomic_write_bytes(out / "sweep.json", (json.dumps({"schema": "mcu_emul.sweep/1", "rows": rows}, indent=2)
-                                            + "\n").encode())
+    write_bytes(out / "sweep.csv", buf.getvalue().encode())
+    write_json(out / "sweep.json", {"schema": "mcu_emul.sweep/1", "rows": rows})
     return rows

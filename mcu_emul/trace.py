@@ -2,9 +2,8 @@
 all-reduces and kernels, waits (idle or link), and a flow arrow for every message."""
 from __future__ import annotations
 
-import json
 
-from .report import atomic_write_bytes
+from .files import write_json
 
 
 def chrome_trace(traces: list, freq_hz: float, meta: dict | None = None) -> dict:
@@ -38,4 +37,4 @@ def chrome_trace(traces: list, freq_hz: float, meta: dict | None = None) -> dict
 
 
 def write_trace(path, traces: list, freq_hz: float, meta: dict | None = None):
-    atomic_write_bytes(path, json.dumps(chrome_trace(traces, freq_hz, meta)).encode())
+    write_json(path, chrome_trace(traces, freq_hz, meta), indent=None)

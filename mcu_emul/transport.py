@@ -188,15 +188,46 @@ class MPITransport(Transport):
         self.finish()
         self._wait(self.comm.Ibarrier())
 
+    def abort(self, code: int):
+        """End the whole job now. First unlink the MPICH shared-memory segments this rank maps
+        (they would outlive the abort; unlinking a mapped segment is safe), give the launcher a
+        moment to forward this rank's last message, and silence MPICH's own 'Abort(...)' line."""
+        import os
+        for seg in _own_shm_segments():
+            try:
+                os.unlink(seg)
+            except OSError:
+                pass
+        time.sleep(0.1)
+        try:
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, 2)
+        except OSError:
+            pass
+        self.comm.Abort(code)
+
+
+def _own_shm_segments() -> list[str]:
+    try:
+        with open("/proc/self/maps") as f:
+            return sorted({ln.split()[-1] for ln in f if "/dev/shm/mpich_shm_" in ln})
+    except OSError:
+        return []
+
 
 def mpi_launched() -> bool:
-    """True when started by an MPI launcher (mpiexec/mpirun/srun) with more than one rank
-    or with MCU_EMUL_MPI=1."""
+    """True when this process was started by an MPI launcher (mpiexec/mpirun/srun --mpi) with
+    more than one rank, judged by its own launcher variables (PMI, PMIx, Open MPI), never by a
+    Slurm allocation around it (SLURM_NTASKS is set in every batch job); or MCU_EMUL_MPI=1."""
     import os
-    if os.environ.get("MCU_EMUL_MPI") == "1":
+    env = os.environ
+    if env.get("MCU_EMUL_MPI") == "1":
         return True
-    for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS"):
-        v = os.environ.get(k)
-        if v and v.isdigit() and int(v) > 1:
-            return True
-    return os.environ.get("PMI_RANK") is not None and os.environ.get("PMI_SIZE") is not None
+
+    def more_than_one(k):
+        v = env.get(k, "")
+        return v.isdigit() and int(v) > 1
+    if any(more_than_one(k) for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")):
+        return True
+    # srun --mpi=pmix: the step's own task count (not the allocation's)
+    return "PMIX_RANK" in env and more_than_one("SLURM_STEP_NUM_TASKS")

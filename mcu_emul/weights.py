@@ -10,8 +10,9 @@ A chip reads only its slices with hyperslabs (`ds[a:b, :]` or `ds[:, a:b]`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import os
+import re
 from pathlib import Path
 
 import h5py
@@ -19,6 +20,7 @@ import numpy as np
 
 from .config import LlamaConfig, ModelConfig, config_to_dict, load_model, model_from_dict
 from .errors import UserError
+from .files import write_bytes
 from .quant import quantize_rows
 from .reference import LlamaRef, mobilebert_f
 
@@ -109,116 +111,253 @@ def calibrate(cfg: ModelConfig, w: dict, seed: int, inputs=None) -> dict[str, fl
     return amax
 
 
-def _atomic_h5(out: Path):
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out.with_name(f".{out.name}.tmp-{os.getpid()}")
+def _check_finite(w: dict):
+    for name, a in w.items():
+        if not np.all(np.isfinite(a)):
+            raise UserError(f"tensor {name}: {int(np.size(a) - np.isfinite(a).sum())} NaN or infinite value(s); "
+                            "refusing to quantize it")
 
 
 def write_weights(cfg: ModelConfig, w: dict, out, seed: int = 0, init: str = INIT_DOC,
                   keep_float: bool = True, calib_seed: int | None = None, calib_inputs=None,
                   calib_doc: str | None = None, tokenizer_json: str | None = None) -> Path:
-    """Quantize, calibrate and write the HDF5 weights file whole (temp file, then rename)."""
+    """Check, quantize, calibrate and write the HDF5 weights file whole (temp file, then rename)."""
     out = Path(out)
+    for name, shape in tensor_shapes(cfg).items():
+        if name not in w:
+            raise UserError(f"tensor {name} is missing")
+        if np.shape(w[name]) != tuple(shape):
+            raise UserError(f"tensor {name}: shape {np.shape(w[name])}, expected {tuple(shape)}")
+    _check_finite(w)
     amax = calibrate(cfg, w, seed if calib_seed is None else calib_seed, calib_inputs)
-    tmp = _atomic_h5(out)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["model"] = cfg.name
-            f.attrs["config"] = json.dumps(config_to_dict(cfg))
-            f.attrs["seed"] = seed
-            f.attrs["init"] = init
-            f.attrs["calibration"] = "max-abs over " + (
-                calib_doc or calibration_doc(seed if calib_seed is None else calib_seed))
-            if tokenizer_json:
-                f.attrs["tokenizer_json"] = tokenizer_json
-            t = f.create_group("t")
-            for name, shape in tensor_shapes(cfg).items():
-                a = np.asarray(w[name], np.float32)
-                if a.shape != tuple(shape):
-                    raise UserError(f"tensor {name}: shape {a.shape}, expected {tuple(shape)}")
-                if a.ndim == 2:
-                    q, sc = quantize_rows(a)
-                    t.create_dataset(name, data=q)
-                    t.create_dataset(name + ".scale", data=sc)
-                else:
-                    t.create_dataset(name, data=a)
-            g = f.create_group("act_maxabs")
-            for k in sorted(amax):
-                g.attrs[k] = amax[k]
-            if keep_float:
-                fl = f.create_group("float")
-                for name in tensor_shapes(cfg):
-                    fl.create_dataset(name, data=np.asarray(w[name], np.float32))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    if not all(np.isfinite(v) for v in amax.values()):
+        raise UserError("calibration gave a non-finite activation range (the float model overflows on the "
+                        "calibration inputs)")
+    # The file is built in memory and written by plain file I/O: HDF5 writing to a full disk
+    # crashes the process (measured), a failed Python write is an error like any other.
+    with h5py.File(f"{out.name}.image", "w", driver="core", backing_store=False) as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["model"] = cfg.name
+        f.attrs["config"] = json.dumps(config_to_dict(cfg))
+        f.attrs["seed"] = seed
+        f.attrs["init"] = init
+        f.attrs["calibration"] = "max-abs over " + (
+            calib_doc or calibration_doc(seed if calib_seed is None else calib_seed))
+        if tokenizer_json:
+            f.attrs["tokenizer_json"] = tokenizer_json
+        t = f.create_group("t")
+        for name, shape in tensor_shapes(cfg).items():
+            a = np.asarray(w[name], np.float32)
+            if a.ndim == 2:
+                q, sc = quantize_rows(a)
+                t.create_dataset(name, data=q)
+                t.create_dataset(name + ".scale", data=sc)
+            else:
+                t.create_dataset(name, data=a)
+        g = f.create_group("act_maxabs")
+        for k in sorted(amax):
+            g.attrs[k] = amax[k]
+        if keep_float:
+            fl = f.create_group("float")
+            for name in tensor_shapes(cfg):
+                fl.create_dataset(name, data=np.asarray(w[name], np.float32))
+        f.flush()
+        image = f.id.get_file_image()
+    write_bytes(out, image)
     return out
 
 
-def make_weights(model: str, seed: int, out, keep_float: bool = True) -> Path:
-    cfg = load_model(model)
+def make_weights(model: str | ModelConfig, seed: int, out, keep_float: bool = True) -> Path:
+    cfg = load_model(model) if isinstance(model, str) else model
     return write_weights(cfg, init_weights(cfg, seed), out, seed=seed, keep_float=keep_float)
 
 
 def cache_dir() -> Path:
+    import os
     base = os.environ.get("MCU_EMUL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mcu_emul"
     return Path(base)
 
 
-def default_weights_path(model: str, seed: int = 0) -> Path:
-    return cache_dir() / f"{model}-seed{seed}-v{FORMAT_VERSION}.h5"
+def config_digest(cfg: ModelConfig) -> str:
+    """Content key of a model description (every field but the note)."""
+    d = {k: v for k, v in config_to_dict(cfg).items() if k != "note"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def default_weights_path(cfg: ModelConfig, seed: int = 0) -> Path:
+    """The cache file of a model's generated weights, keyed by the model's content (an edited
+    TOML gets its own file) and the seed; always inside the cache folder."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", cfg.name)[:64]
+    return cache_dir() / f"{safe}-{config_digest(cfg)}-seed{seed}-v{FORMAT_VERSION}.h5"
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(path.name + ".complete")
+
+
+def cached_default_weights(cfg: ModelConfig, seed: int, log=print) -> Path:
+    """The default weights file, made once; a cached file that is damaged (size differs from
+    its completion marker, or it does not open as this model's weights) is made again."""
+    path = default_weights_path(cfg, seed)
+    if path.is_file():
+        why = None
+        try:
+            size = json.loads(_marker(path).read_text())["size_bytes"]
+            if size != path.stat().st_size:
+                why = f"{path.stat().st_size:,} B, its completion marker says {size:,} B"
+        except (OSError, ValueError, KeyError, TypeError):
+            why = "no completion marker"
+        if why is None:
+            try:
+                WeightsFile(path, expect=cfg).close()
+            except UserError as e:
+                why = str(e)
+        if why is None:
+            return path
+        log(f"mcu_emul: cached default weights {path} are damaged ({why}): making them again")
+    else:
+        log(f"mcu_emul: making default weights for {cfg.name} (seed {seed}) at {path} (once)")
+    make_weights(cfg, seed, path)
+    write_bytes(_marker(path), json.dumps({"size_bytes": path.stat().st_size}).encode())
+    return path
+
+
+class _ActScales(dict):
+    """Calibrated max |x| by site; a site the file lacks is a one-line error naming it."""
+
+    def __init__(self, values: dict, path):
+        super().__init__(values)
+        self.path = path
+
+    def __missing__(self, key):
+        raise UserError(f"weights file {self.path}: act_maxabs has no entry for site {key!r} (incomplete "
+                        "calibration); re-make or re-convert the file")
+
+
+def _self_contained(g, path, prefix=""):
+    """Refuse links and storage that point outside the file: a crafted weights file must not
+    make the emulator read other files."""
+    for name in g:
+        link = g.get(name, getlink=True)
+        where = f"weights file {path}: '{prefix}{name}'"
+        if isinstance(link, h5py.ExternalLink):
+            raise UserError(f"{where} is an external link (to {link.filename}); weights files must be self-contained")
+        if isinstance(link, h5py.SoftLink):
+            raise UserError(f"{where} is a soft link (to {link.path}); mcu_emul weights files have none")
+        obj = g[name]
+        if isinstance(obj, h5py.Group):
+            _self_contained(obj, path, f"{prefix}{name}/")
+        elif isinstance(obj, h5py.Dataset):
+            if obj.is_virtual:
+                raise UserError(f"{where} is a virtual dataset; weights files must be self-contained")
+            if obj.external:
+                raise UserError(f"{where} keeps its data in an external file "
+                                f"({obj.external[0][0]}); weights files must be self-contained")
+
+
+def _differs(a: ModelConfig, b: ModelConfig) -> str | None:
+    da, db = config_to_dict(a), config_to_dict(b)
+    for k in da:
+        if k != "note" and da[k] != db.get(k):
+            return f"{k} {da[k]!r} (file) vs {db.get(k)!r}"
+    return None
 
 
 class WeightsFile:
-    """Read-only view of a weights file that counts the bytes each caller reads."""
+    """Read-only view of a weights file that checks what it reads (shape, dtype, finite
+    scales) and counts the bytes each caller reads."""
 
-    def __init__(self, path, expect_model: str | None = None):
+    def __init__(self, path, expect: ModelConfig | None = None):
         self.path = Path(path)
         if not self.path.is_file():
-            raise UserError(f"weights file {self.path} does not exist")
+            raise UserError(f"weights file {self.path} does not exist" if not self.path.exists() else
+                            f"weights file {self.path} is not a regular file")
         try:
             self.f = h5py.File(self.path, "r", locking=False)
         except OSError as e:
             raise UserError(f"weights file {self.path} is not a readable HDF5 file ({e})") from None
+        try:
+            self._open(expect)
+        except BaseException:
+            self.f.close()
+            raise
+
+    def _open(self, expect):
         a = self.f.attrs
         if a.get("format") != FORMAT:
             raise UserError(f"weights file {self.path}: not an mcu_emul weights file (format attribute "
                             f"{a.get('format')!r}, expected {FORMAT!r})")
-        ver = int(a.get("format_version", -1))
+        try:
+            ver = int(a.get("format_version", -1))
+        except (TypeError, ValueError):
+            ver = a.get("format_version")
         if ver != FORMAT_VERSION:
-            raise UserError(f"weights file {self.path}: format_version {ver}, this mcu_emul reads "
+            raise UserError(f"weights file {self.path}: format_version {ver!r}, this mcu_emul reads "
                             f"version {FORMAT_VERSION}; re-make it with 'weights make'")
+        _self_contained(self.f, self.path)
         try:
-            self.cfg = model_from_dict(json.loads(a["config"]), f"{self.path} (config attribute)")
-        except (KeyError, json.JSONDecodeError) as e:
+            table = json.loads(a["config"])
+        except (KeyError, ValueError, TypeError) as e:
             raise UserError(f"weights file {self.path}: bad config attribute ({e})") from None
-        if expect_model is not None and self.cfg.name != expect_model:
-            raise UserError(f"weights file {self.path} holds model '{self.cfg.name}', not '{expect_model}'")
+        self.cfg = model_from_dict(table, f"{self.path} (config attribute)")
+        if expect is not None:
+            if self.cfg.name != expect.name:
+                raise UserError(f"weights file {self.path} holds model '{self.cfg.name}', not '{expect.name}'")
+            diff = _differs(self.cfg, expect)
+            if diff:
+                raise UserError(f"weights file {self.path} holds another '{expect.name}' than --model: {diff}")
         self.model = self.cfg.name
-        try:
-            self.act_maxabs = {k: float(v) for k, v in self.f["act_maxabs"].attrs.items()}
-        except KeyError:
-            raise UserError(f"weights file {self.path}: missing group 'act_maxabs'") from None
+        self.shapes = tensor_shapes(self.cfg)
+        if "act_maxabs" not in self.f or not isinstance(self.f["act_maxabs"], h5py.Group):
+            raise UserError(f"weights file {self.path}: missing group 'act_maxabs'")
+        vals = {}
+        for k, v in self.f["act_maxabs"].attrs.items():
+            try:
+                vals[k] = float(v)
+            except (TypeError, ValueError):
+                vals[k] = float("nan")
+            if not (np.isfinite(vals[k]) and vals[k] >= 0):
+                raise UserError(f"weights file {self.path}: act_maxabs {k} = {v!r} (must be a finite number >= 0)")
+        self.act_maxabs = _ActScales(vals, self.path)
         self.has_float = "float" in self.f
-        self.tokenizer_json = a.get("tokenizer_json")
+        tj = a.get("tokenizer_json")
+        self.tokenizer_json = tj.decode() if isinstance(tj, bytes) else tj
         self.bytes_read = 0
 
-    def read(self, name: str, rows=None, cols=None, group: str = "t") -> np.ndarray:
-        """Read t/NAME (or a hyperslab of it) and count the bytes read."""
+    def _dataset(self, group: str, name: str):
+        """t/NAME (or float/NAME) checked against the model's shapes: dtype and full shape."""
         key = f"{group}/{name}"
+        base = name[:-len(".scale")] if name.endswith(".scale") else name
+        if base not in self.shapes:
+            raise UserError(f"weights file {self.path}: '{key}' is not a tensor of model '{self.model}'")
+        full = self.shapes[base]
+        shape, dtype = ((full[0],), np.float32) if name != base else (full, np.int8 if len(full) == 2 else np.float32)
+        if group == "float":
+            shape, dtype = full, np.float32
+        ds = self.f.get(key)
+        if not isinstance(ds, h5py.Dataset):
+            raise UserError(f"weights file {self.path}: missing dataset '{key}'")
+        if ds.shape != tuple(shape) or ds.dtype != dtype:
+            raise UserError(f"weights file {self.path}: dataset '{key}' is {ds.dtype}{list(ds.shape)}, "
+                            f"model '{self.model}' needs {np.dtype(dtype)}{list(shape)}")
+        return ds, key
+
+    def read(self, name: str, rows=None, cols=None, group: str = "t") -> np.ndarray:
+        """Read t/NAME (or a hyperslab of it), checked, and count the bytes read."""
+        ds, key = self._dataset(group, name)
         try:
-            ds = self.f[key]
             sel = (slice(*rows) if rows else slice(None),) + ((slice(*cols),) if cols else ())
-            if ds.ndim == 1:
-                sel = sel[:1]
-            a = ds[sel]
-        except KeyError:
-            raise UserError(f"weights file {self.path}: missing dataset '{key}'") from None
-        except (OSError, ValueError) as e:
+            a = ds[sel[:ds.ndim]]
+        except (OSError, ValueError, KeyError) as e:
             raise UserError(f"weights file {self.path}: cannot read dataset '{key}' (corrupted? {e})") from None
+        if a.dtype.kind == "f":
+            ok = np.isfinite(a) & (a > 0) if name.endswith(".scale") else np.isfinite(a)
+            if not ok.all():
+                bad = a[~ok].flat[0]
+                raise UserError(f"weights file {self.path}: dataset '{key}' holds {bad!r}"
+                                + (" (scales must be finite and > 0)" if name.endswith(".scale") else
+                                   " (values must be finite)"))
         self.bytes_read += a.nbytes
         return a
 

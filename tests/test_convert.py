@@ -1,10 +1,12 @@
 """Checkpoint import: llama2.c (legacy and version 1) and Hugging Face (Llama, MobileBERT)."""
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from checkpoints import hf_llama_folder, to_bf16_bits
 from conftest import run_cli
 from mcu_emul.config import load_model
 from mcu_emul.weights import init_weights, write_weights
@@ -134,25 +136,9 @@ def test_hf_mobilebert_matches_transformers(tmp_path):
 
 def test_text_in_text_out(tmp_path):
     tokenizers = pytest.importorskip("tokenizers", reason="text needs tokenizers (pip install -e '.[text]')")
-    from safetensors.numpy import save_file
     cfg = load_model("tinyllama-tiny")
     w = init_weights(cfg, 5)
-    hf = tmp_path / "hf"
-    hf.mkdir()
-    (hf / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": cfg.dim,
-        "intermediate_size": cfg.ffn_hidden, "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
-        "num_key_value_heads": cfg.n_kv_heads, "vocab_size": cfg.vocab_size, "max_position_embeddings": 128,
-        "tie_word_embeddings": True, "hidden_act": "silu"}))
-    t = {"model.embed_tokens.weight": w["tok_embedding"], "model.norm.weight": w["final_norm"]}
-    for l in range(cfg.n_layers):
-        p, q = f"layers.{l}.", f"model.layers.{l}."
-        for ours, theirs in (("wq", "self_attn.q_proj"), ("wk", "self_attn.k_proj"), ("wv", "self_attn.v_proj"),
-                             ("wo", "self_attn.o_proj"), ("w1", "mlp.gate_proj"), ("w3", "mlp.up_proj"),
-                             ("w2", "mlp.down_proj"), ("attn_norm", "input_layernorm"),
-                             ("ffn_norm", "post_attention_layernorm")):
-            t[q + theirs + ".weight"] = np.ascontiguousarray(w[p + ours])
-    save_file(t, str(hf / "model.safetensors"))
+    hf = Path(hf_llama_folder(tmp_path / "hf", cfg, w))
     vocab = {f"w{i}": i for i in range(cfg.vocab_size) if i not in (10, 11)} | {"hello": 10, "world": 11}
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="w0"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
@@ -170,3 +156,22 @@ def test_text_in_text_out(tmp_path):
     plain = write_weights(cfg, w, tmp_path / "plain.h5")          # no tokenizer stored
     p = run_cli(["run", "--weights", plain, "--prompt", "hi"])
     assert p.returncode == 2 and "has none" in p.stderr
+
+
+def test_hf_bfloat16_and_rope_parameters(tmp_path):
+    """A bfloat16 checkpoint converts exactly (same int8 file as its float32 values), and
+    transformers 5's rope_parameters carry the RoPE base into the weights file."""
+    cfg = load_model("tinyllama-tiny")
+    w = {k: (to_bf16_bits(v).astype(np.uint32) << 16).view(np.float32) for k, v in init_weights(cfg, 6).items()}
+    rope = {"rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}}
+    f32 = hf_llama_folder(tmp_path / "f32", cfg, w, rope)
+    bf16 = hf_llama_folder(tmp_path / "bf16", cfg, w, rope, dtype="BF16")
+    outs = {}
+    for name, folder in (("f32", f32), ("bf16", bf16)):
+        p = run_cli(["convert", "--from", "hf", folder, "--out", tmp_path / f"{name}.h5", "--name", "m"])
+        assert p.returncode == 0, p.stderr
+        outs[name] = sha(tmp_path, tmp_path / f"{name}.h5", name=name)
+    assert outs["f32"]["output_sha256"] == outs["bf16"]["output_sha256"]
+    import h5py
+    with h5py.File(tmp_path / "bf16.h5") as f:
+        assert json.loads(f.attrs["config"])["rope_theta"] == 500000.0

@@ -48,3 +48,22 @@ def test_sbatch_eight_chips_matches_mpiexec(slurm, tiny_weights, tmp_path, launc
     b = json.loads((tmp_path / "slurm.json").read_text())
     assert b["chips"] == 8
     assert _strip(a) == _strip(b)
+
+
+def test_serial_run_inside_allocation_honours_chips(slurm, tmp_path):
+    """Inside an sbatch job (SLURM_NTASKS=2) a plain serial run is not an MPI rank: --chips and a
+    dry sweep's chip counts are honoured."""
+    script = tmp_path / "serial.sh"
+    script.write_text("\n".join([
+        "#!/bin/bash", "set -e",
+        f"{sys.executable} -m mcu_emul run --model tinyllama-tiny --dry-run --chips 4 --json {tmp_path}/r.json --quiet",
+        f"{sys.executable} -m mcu_emul sweep --model tinyllama-tiny --chips 1,2,4 --dry-run --quiet --out {tmp_path}/sw",
+        ""]))
+    job = slurm.sbatch(script, "--ntasks=2", f"--output={tmp_path}/job-%j.out", cwd=tmp_path)
+    info = slurm.wait(job)
+    out = (tmp_path / f"job-{job}.out").read_text() if (tmp_path / f"job-{job}.out").exists() else ""
+    assert info.get("JobState") == "COMPLETED" and info.get("ExitCode") == "0:0", (info, out)
+    assert json.loads((tmp_path / "r.json").read_text())["chips"] == 4
+    rows = json.loads((tmp_path / "sw/sweep.json").read_text())["rows"]
+    assert [r["chips"] for r in rows] == [1, 2, 4]
+    assert len({r["latency_ms"] for r in rows}) == 3, rows
