@@ -332,9 +332,12 @@ class WeightsFile:
         if base not in self.shapes:
             raise UserError(f"weights file {self.path}: '{key}' is not a tensor of model '{self.model}'")
         full = self.shapes[base]
-        shape, dtype = ((full[0],), np.float32) if name != base else (full, np.int8 if len(full) == 2 else np.float32)
-        if group == "float":
+        if group == "float":                       # the float originals
             shape, dtype = full, np.float32
+        elif name != base:                         # per-row scales of an int8 matrix
+            shape, dtype = (full[0],), np.float32
+        else:                                      # int8 matrix, or a float vector
+            shape, dtype = full, np.int8 if len(full) == 2 else np.float32
         ds = self.f.get(key)
         if not isinstance(ds, h5py.Dataset):
             raise UserError(f"weights file {self.path}: missing dataset '{key}'")
