@@ -21,6 +21,7 @@ def _fail(code: int, msg: str | None, transport, user_error: bool):
     remove_temps()
     size = transport.size if transport is not None else 1
     if msg:
+        msg = msg.replace("\r", "\\r").replace("\n", "\\n")        # one line, whatever the values hold
         if size > 1 and transport.rank != 0 and user_error:
             time.sleep(GRACE_S)              # rank 0 usually meets the same input and reports it
             msg = f"{msg} (rank {transport.rank} of {size})"

@@ -151,7 +151,9 @@ def write_preset(path, hw: str, topology: str, values: dict, table: dict, second
 def calibrate_cmd(hw: str, topology: str, out: str | None, sweeps: int = 1, start: str | None = None,
                   nm_iters: int = 60) -> int:
     from .files import check_paths
-    check_paths({"--out": out}, {"--start": start if start and start.endswith(".toml") else None})
+    from .config import table_path
+    check_paths({"--out": out}, {"--hw": table_path("hw", hw), "--topology": table_path("topology", topology),
+                                 "--start": table_path("presets", start) if start else None})
     t0 = time.perf_counter()
     values, info = fit(hw, topology, sweeps=sweeps, nm_iters=nm_iters,
                        start=load_preset(start).get("fitted") if start else None)

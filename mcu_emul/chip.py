@@ -171,7 +171,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
 
     t0 = time.perf_counter()
     if isinstance(cfg, LlamaConfig):
-        model = llama.LlamaChip(cfg, sl, tensors, amax, sync, meter, run_len, spec.payload)
+        model = _from_file(spec, lambda: llama.LlamaChip(cfg, sl, tensors, amax, sync, meter, run_len, spec.payload))
         ids, logits, gen = prompt_of(spec), [], []
         for pos in range(run_len):
             tok = ids[pos] if pos < len(ids) else gen[-1]
@@ -183,7 +183,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
         out_scale = llama_logit_scale(amax)
         inputs, steps = ids + gen[:-1], run_len
     else:
-        model = mobilebert.MobileBertChip(cfg, sl, tensors, amax, sync, meter)
+        model = _from_file(spec, lambda: mobilebert.MobileBertChip(cfg, sl, tensors, amax, sync, meter))
         ids = encoder_inputs(cfg, spec)
         out_local = model.encode(ids, np.zeros(len(ids), np.int64), fail)   # int16 (S, x1 - x0)
         out_scale = model.s_x
@@ -221,6 +221,16 @@ def run_chip(spec: RunSpec, t) -> dict | None:
                 output_scale=out_scale, token_ids=gen, inputs=inputs, host_step_s=step_s, dry_run=dry, traces=traces,
                 freq_hz=spec.chip.compute.freq_hz,
                 output_sha256=hashlib.sha256(np.ascontiguousarray(out).astype("<i2").tobytes()).hexdigest())
+
+
+def _from_file(spec: RunSpec, make):
+    """The model built from the file's scales: each requantization must fit a 24-bit
+    multiplier with a shift in 1..62 (quant.multiplier); scales that do not are the file's."""
+    try:
+        return make()
+    except (ValueError, OverflowError, ZeroDivisionError) as e:
+        raise UserError(f"weights file {spec.weights}: its scales cannot be requantized in integer arithmetic "
+                        f"({e})") from None
 
 
 def weight_bytes_by_place(specs, where: dict) -> dict:

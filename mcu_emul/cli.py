@@ -4,13 +4,14 @@ entry point) picks the transport."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
-from .config import MAX_CONTEXT, known_models, load_model
+from .config import MAX_CONTEXT, known_models, load_model, table_path
 from .errors import UserError
-from .files import check_paths
+from .files import check_folder, check_paths
 from .presets import hardware
 
 DEFAULT_MODEL = "tinyllama-42m"
@@ -32,10 +33,17 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{cmd + ': ' if cmd else ''}{message} (see --help)")
 
 
+def _ascii_int(s: str) -> int:
+    """An integer in ASCII digits only (Python's int() also reads other scripts' digits)."""
+    if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", s):
+        raise ValueError(s)
+    return int(s)
+
+
 def _int_in(lo: int, hi: int):
     def parse(s: str) -> int:
         try:
-            v = int(s)
+            v = _ascii_int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
         if not lo <= v <= hi:
@@ -46,8 +54,10 @@ def _int_in(lo: int, hi: int):
 
 
 def _ids(s: str) -> list[int]:
+    if s.strip() == "":
+        return []
     try:
-        return [int(x) for x in s.split(",") if x.strip() != ""]
+        return [_ascii_int(x) for x in s.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
 
@@ -59,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default=None,
                    help=f"model name (default: the model of --weights, else {DEFAULT_MODEL})")
     r.add_argument("--weights", help="HDF5 weights file (default: a cached file made on first use)")
-    r.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="seed of the default generated weights")
+    r.add_argument("--seed", type=_int_in(0, MAX_SEED), default=None,
+                   help="seed of the default generated weights (default 0; not with --weights)")
     r.add_argument("--prompt-ids", type=_ids, default=None,
                    help="comma-separated token ids (decode default: 1; encode default: seeded random ids)")
     r.add_argument("--prompt", help="prompt text (needs a weights file converted with a tokenizer)")
@@ -172,11 +183,12 @@ def cmd_convert(a):
 
 
 def _model_inputs(a) -> dict:
-    """The files a run reads (for the output-collision check)."""
+    """The files a run reads (for the output-collision check), data files named by name too."""
     ins = {"--weights": a.weights}
-    for opt, v in (("--model", a.model), ("--hw", a.hw), ("--topology", a.topology), ("--preset", a.preset)):
-        if v and v.endswith(".toml"):
-            ins[opt] = v
+    for opt, kind, v in (("--model", "models", a.model), ("--hw", "hw", a.hw), ("--topology", "topology", a.topology),
+                         ("--preset", "presets", a.preset)):
+        if v:
+            ins[opt] = str(table_path(kind, v))
     return ins
 
 
@@ -193,8 +205,11 @@ def run_spec_from_args(a, transport):
                 stdout_ok=("--json", "--trace", "--save-logits"))
     if a.dry_run and (a.check_float or a.save_logits):
         raise UserError("--check-float and --save-logits need the numerics: drop --dry-run")
-    given = load_model(a.model) if a.model else None
-    if a.weights:
+    given = load_model(a.model) if a.model is not None else None
+    if a.weights is not None and a.seed is not None:
+        raise UserError(f"--seed {a.seed} picks the generated default weights; it has no effect with --weights")
+    a.seed = a.seed or 0
+    if a.weights is not None:
         wf = WeightsFile(a.weights, expect=given)
         cfg, tj = wf.cfg, wf.tokenizer_json
         wf.close()
@@ -293,7 +308,7 @@ def cmd_weights(a):
     from .weights import make_weights
     if a.wcmd != "make":
         raise UserError("usage: python -m mcu_emul weights make --model NAME [--seed S] --out FILE")
-    check_paths({"--out": a.out}, {"--model": a.model if a.model.endswith(".toml") else None})
+    check_paths({"--out": a.out}, {"--model": str(table_path("models", a.model))})
     p = make_weights(load_model(a.model), a.seed, Path(a.out), keep_float=not a.no_float)
     print(f"wrote {p} ({p.stat().st_size:,} B)")
     return 0
@@ -317,11 +332,12 @@ def cmd_sweep(a):
         extra = shlex.split(a.run_args)
     except ValueError as e:
         raise UserError(f"--run-args {a.run_args!r}: {e}") from None
-    out = Path(a.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
+    owned = [x.split("=")[0] for x in extra if x.split("=")[0] in SWEEP_OWNS]
+    if owned:
+        raise UserError(f"--run-args {owned[0]}: the sweep sets it for every point (use the sweep's own options)")
+    out = check_folder("--out", a.out)
     check_paths({"--out sweep.csv": out / "sweep.csv", "--out sweep.json": out / "sweep.json"},
-                {"--model": a.model if a.model.endswith(".toml") else None})
+                {"--model": str(table_path("models", a.model))})
     rows = sweep(a.model, pts, extra, a.dry_run, out, a.quiet)
     if not a.quiet:
         for r in rows:
@@ -331,9 +347,13 @@ def cmd_sweep(a):
     return 0
 
 
+SWEEP_OWNS = ("--model", "--chips", "--allreduce", "--placement", "--json", "--trace", "--save-logits", "--quiet",
+              "--dry-run")
+
+
 def _int_list(s: str, opt: str) -> list[int]:
     try:
-        vals = [int(x) for x in s.split(",")]
+        vals = [_ascii_int(x) for x in s.split(",")]
     except ValueError:
         raise UserError(f"{opt} must be comma-separated integers, got {s!r}") from None
     bad = [v for v in vals if not 1 <= v <= MAX_CHIPS]
@@ -355,6 +375,10 @@ def main(argv=None, transport_factory=lambda: None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["run"] + argv
     a = parser().parse_args(argv)
+    t = transport_factory()
+    if a.cmd not in ("run", None) and t is not None:
+        raise UserError(f"'{a.cmd}' is not run one rank per chip (only 'run' is): start it without mpiexec/srun"
+                        + (" (it starts its own processes)" if a.cmd in ("sweep", "paper", "calibrate") else ""))
     if a.cmd == "run":
         return cmd_run(a, transport_factory)
     if a.cmd == "weights":
@@ -371,7 +395,7 @@ def main(argv=None, transport_factory=lambda: None) -> int:
         return cmd_sweep(a)
     if a.cmd == "plot":
         from .plot import plot
-        for p in plot(a.results, a.out):
+        for p in plot(a.results, str(check_folder("--out", a.out))):
             print(f"wrote {p}")
         return 0
     if a.cmd == "bench":

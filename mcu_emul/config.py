@@ -34,6 +34,15 @@ def _build(cls, table: dict, where: str):
     return cls(**{k: coerce(cls, k, v, where) for k, v in table.items()})
 
 
+def _named(obj, what: str) -> str:
+    """Check a description's fields; its name must be a non-empty string. Returns "what 'name'"."""
+    if not (isinstance(obj.name, str) and obj.name.strip()):
+        raise UserError(f"{what}: name must be a non-empty string, got {obj.name!r}")
+    w = f"{what} '{obj.name}'"
+    check(obj, w)
+    return w
+
+
 def _check(cond: bool, where: str, msg: str):
     if not cond:
         raise UserError(f"{where}: {msg}")
@@ -58,8 +67,7 @@ class LlamaConfig:
     note: str = ""
 
     def __post_init__(self):
-        w = f"model '{self.name}'"
-        check(self, w if isinstance(self.name, str) else "model")
+        w = _named(self, "model")
         _check(self.dim % self.n_heads == 0, w, f"dim {self.dim} not divisible by n_heads {self.n_heads}")
         _check(self.n_heads % self.n_kv_heads == 0, w,
                f"n_heads {self.n_heads} not divisible by n_kv_heads {self.n_kv_heads}")
@@ -95,8 +103,7 @@ class MobileBertConfig:
     note: str = ""
 
     def __post_init__(self):
-        w = f"model '{self.name}'"
-        check(self, w if isinstance(self.name, str) else "model")
+        w = _named(self, "model")
         _check(self.bottleneck % self.n_heads == 0, w,
                f"bottleneck {self.bottleneck} not divisible by n_heads {self.n_heads}")
         H, B, I = self.hidden, self.bottleneck, self.intermediate
@@ -121,6 +128,8 @@ def known_models() -> list[str]:
 
 
 def model_from_dict(table: dict, where: str) -> ModelConfig:
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: expected a table of model fields, got {type(table).__name__}")
     arch = table.get("arch")
     if arch not in _ARCH:
         raise UserError(f"{where}: arch must be one of {sorted(_ARCH)}, got {arch!r}")
@@ -154,23 +163,23 @@ class MemorySpec(_Checked):
 
 @dataclass(frozen=True)
 class ComputeSpec(_Checked):
-    freq_hz: float = bound(gt=0.0, le=1e11)
-    cluster_gemv_macs_per_cycle: float = bound(gt=0.0, le=1e6)
-    cluster_gemm_macs_per_cycle: float = bound(gt=0.0, le=1e6)
-    engine_gemv_macs_per_cycle: float = bound(gt=0.0, le=1e6)
-    engine_gemm_macs_per_cycle: float = bound(gt=0.0, le=1e6)
+    freq_hz: float = bound(ge=1e3, le=1e11)
+    cluster_gemv_macs_per_cycle: float = bound(ge=1e-3, le=1e6)
+    cluster_gemm_macs_per_cycle: float = bound(ge=1e-3, le=1e6)
+    engine_gemv_macs_per_cycle: float = bound(ge=1e-3, le=1e6)
+    engine_gemm_macs_per_cycle: float = bound(ge=1e-3, le=1e6)
     kernel_overhead_cycles: int = bound(ge=0, le=10**9)
-    elementwise_per_cycle: float = bound(gt=0.0, le=1e6)
+    elementwise_per_cycle: float = bound(ge=1e-3, le=1e6)
 
 
 @dataclass(frozen=True)
 class DmaSpec(_Checked):
-    l2_l1_bytes_per_cycle: float = bound(gt=0.0, le=1e6)
+    l2_l1_bytes_per_cycle: float = bound(ge=1e-3, le=1e6)
 
 
 @dataclass(frozen=True)
 class OffchipSpec(_Checked):
-    l3_bytes_per_s: float = bound(gt=0.0, le=1e13)
+    l3_bytes_per_s: float = bound(ge=1e3, le=1e13)
     l3_latency_cycles: int = bound(ge=0, le=10**9)
     l3_overlaps_compute: bool
 
@@ -220,18 +229,17 @@ class Topology:
     rest) and chip-to-chip links: level 0 values, upper levels scaled by the factors."""
     name: str
     group_sizes: tuple
-    link_bytes_per_s: float = bound(gt=0.0, le=1e13, default=2.0e8)
+    link_bytes_per_s: float = bound(ge=1e3, le=1e13, default=2.0e8)
     link_latency_s: float = bound(ge=0.0, le=1.0, default=2.0e-6)
     link_pj_per_byte: float = bound(ge=0.0, le=1e6, default=100.0)
-    upper_bandwidth_factor: float = bound(gt=0.0, le=1e3, default=0.5)
+    upper_bandwidth_factor: float = bound(ge=1e-6, le=1e3, default=0.5)
     upper_latency_factor: float = bound(ge=0.0, le=1e6, default=2.0)
     link_ports: str = bound(choices=("per_peer", "single"), default="per_peer")
     note: str = ""
     origin: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        w = f"topology '{self.name}'"
-        check(self, w if isinstance(self.name, str) else "topology")
+        w = _named(self, "topology")
         _check(all(isinstance(g, int) and not isinstance(g, bool) and 2 <= g <= 4096 for g in self.group_sizes),
                w, f"group_sizes must be integers from 2 to 4096, got {list(self.group_sizes)!r}")
 
@@ -245,10 +253,15 @@ class Topology:
         return len(self.group_sizes)
 
 
+def table_path(kind: str, name: str) -> Path:
+    """The file a data-file option names: a .toml path, or data/KIND/NAME.toml."""
+    return Path(name) if name.endswith(".toml") else DATA_DIR / kind / f"{name}.toml"
+
+
 def load_table(kind: str, name: str, what: str = "") -> tuple[dict, str]:
     """data/KIND/NAME.toml (or a path to a .toml file) as a table, and its path; clear errors
     for an unknown name (listing the known ones) and for invalid TOML."""
-    path = Path(name) if name.endswith(".toml") else DATA_DIR / kind / f"{name}.toml"
+    path = table_path(kind, name)
     if not path.is_file():
         known = sorted(p.stem for p in (DATA_DIR / kind).glob("*.toml"))
         raise UserError(f"unknown {what or kind + ' description'} {name!r}; known: {', '.join(known) or 'none'}")

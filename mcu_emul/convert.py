@@ -97,11 +97,12 @@ def hf_llama(folder: Path, cfg_json: dict, name: str) -> tuple[LlamaConfig, dict
     KV = cfg_json.get("num_key_value_heads", H)
     if KV is None:
         KV = H
+    theta = rope_theta_of(cfg_json, where)
     try:
         cfg = LlamaConfig(name=name, arch="llama", dim=D, n_layers=cfg_json["num_hidden_layers"], n_heads=H,
                           n_kv_heads=KV, ffn_hidden=cfg_json["intermediate_size"], vocab_size=cfg_json["vocab_size"],
                           context_len=cfg_json.get("max_position_embeddings", 2048),
-                          norm_eps=cfg_json.get("rms_norm_eps", 1e-6), rope_theta=rope_theta_of(cfg_json, where),
+                          norm_eps=cfg_json.get("rms_norm_eps", 1e-6), rope_theta=theta,
                           tie_embeddings=cfg_json.get("tie_word_embeddings", False),
                           note=f"converted from Hugging Face {folder.name}")
     except UserError as e:
@@ -192,13 +193,13 @@ def from_hf(folder, name: str | None = None):
     _need(cj.is_file(), f"{folder}: no config.json (expected a Hugging Face model folder)")
     try:
         c = json.loads(cj.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{cj}: not valid JSON ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"{cj}: not valid JSON ({type(e).__name__}: {e})") from None
     _need(isinstance(c, dict), f"{cj}: expected a JSON object")
     archs = c.get("architectures") or [""]
     arch = archs[0] if isinstance(archs, list) and isinstance(archs[0], str) else ""
     mt = c.get("model_type", "")
-    name = name or folder.resolve().name
+    name = folder.resolve().name if name is None else name
     try:
         if mt == "llama" or arch.startswith("Llama"):
             return hf_llama(folder, c, name)
@@ -236,7 +237,7 @@ def from_llama2c(path, name: str | None = None):
     _need(min(dim, hidden, L, H, KV, V, T) > 0 and dim % H == 0,
           f"{path}: not a llama2.c checkpoint (header dim={dim} hidden={hidden} layers={L} heads={H})")
     try:
-        cfg = LlamaConfig(name=name or path.stem, arch="llama", dim=dim, n_layers=L, n_heads=H, n_kv_heads=KV,
+        cfg = LlamaConfig(name=path.stem if name is None else name, arch="llama", dim=dim, n_layers=L, n_heads=H, n_kv_heads=KV,
                           ffn_hidden=hidden, vocab_size=V, context_len=T, norm_eps=1e-5, tie_embeddings=shared,
                           note=f"converted from llama2.c {path.name} ({'legacy' if legacy else 'version 1'})")
     except UserError as e:
@@ -286,9 +287,17 @@ def tokenizer_json(folder: Path | None) -> str | None:
     if tj is None or not tj.is_file():
         return None
     try:
-        return tj.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {tj}: {e}") from None
+        text = tj.read_text()
+        json.loads(text)
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"cannot read {tj} as JSON: {e}") from None
+    try:
+        from .tokenizer import Tokenizer
+        Tokenizer.from_json(text)
+    except UserError as e:
+        if "needs the tokenizers package" not in str(e):
+            raise UserError(f"{tj}: {e}") from None
+    return text
 
 
 def calibration_ids(cfg, seed: int, folder: Path | None, ids: list[int] | None, text: str | None):
@@ -296,15 +305,20 @@ def calibration_ids(cfg, seed: int, folder: Path | None, ids: list[int] | None, 
     tokenizer, else the seeded random ids of weights.calibration_inputs."""
     from .weights import calibration_doc, calibration_inputs
     max_len = cfg.context_len if isinstance(cfg, LlamaConfig) else cfg.max_positions
-    if ids:
+    _need(ids is None or text is None, "give --calib-ids or --calib-text, not both")
+    if ids is not None:
+        _need(len(ids) > 0, "--calib-ids is empty: give at least one token id")
         bad = [i for i in ids if not 0 <= i < cfg.vocab_size]
         _need(not bad, f"--calib-ids: id {bad[0] if bad else ''} outside the vocabulary 0..{cfg.vocab_size - 1}")
-        return [np.asarray(ids[:max_len])], f"given token ids ({min(len(ids), max_len)})"
-    if text:
+        _need(len(ids) <= max_len, f"--calib-ids: {len(ids)} ids, more than the {max_len} positions of the model")
+        return [np.asarray(ids)], f"given token ids ({len(ids)})"
+    if text is not None:
+        _need(text.strip() != "", "--calib-text is empty")
         tok = folder / "tokenizer.json" if folder else None
         _need(tok is not None and tok.is_file(),
               f"--calib-text needs a tokenizer.json in the model folder ({folder or 'llama2.c files have none'})")
         from .tokenizer import Tokenizer
-        seq = Tokenizer.from_file(tok).encode(text)[:max_len]
+        seq = Tokenizer.from_json(tokenizer_json(folder)).encode(text)
+        _need(0 < len(seq) <= max_len, f"--calib-text: {len(seq)} tokens; the model takes 1 to {max_len}")
         return [np.asarray(seq)], f"text through {tok.name} ({len(seq)} tokens)"
     return calibration_inputs(cfg, seed), calibration_doc(seed)

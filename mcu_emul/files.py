@@ -58,27 +58,39 @@ def check_paths(outputs: dict, inputs: dict | None = None, stdout_ok: tuple = ()
     if len(to_stdout) > 1:
         raise UserError(f"{' and '.join(to_stdout)} both write to standard output: give files")
     files = {k: Path(v) for k, v in outs.items() if str(v) != STDOUT}
-    for k, p in files.items():
-        if str(p) == "":
+    for k, v in outs.items():
+        if str(v).strip() == "":
             raise UserError(f"{k}: empty path")
-        if p.is_symlink():
-            raise UserError(f"{k} {p}: is a symbolic link; give the file it points to (outputs are replaced "
-                            "whole, so a link would be replaced by a file)")
-        if p.exists():
-            mode = p.stat().st_mode
-            if stat.S_ISDIR(mode):
-                raise UserError(f"{k} {p}: is a directory")
-            if not stat.S_ISREG(mode):
-                raise UserError(f"{k} {p}: is not a regular file (a FIFO, socket or device); give a file"
-                                + (" or - for standard output" if k in stdout_ok else ""))
-    names = list(files)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if _same(files[a], files[b]):
-                raise UserError(f"{a} and {b} name the same file {files[a]}: give each output its own file")
-        for k, v in ins.items():
-            if _same(files[a], Path(v)):
-                raise UserError(f"{a} {files[a]} is also the input {k}: writing it would destroy the input")
+        if k in files and str(v).endswith(("/", os.sep)):
+            raise UserError(f"{k} {v}: names a folder; give a file name")
+    try:
+        for k, p in files.items():
+            _check_target(k, p, k in stdout_ok)
+        names = list(files)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                if _same(files[a], files[b]):
+                    raise UserError(f"{a} and {b} name the same file {files[a]}: give each output its own file")
+            for k, v in ins.items():
+                if _same(files[a], Path(v)):
+                    raise UserError(f"{a} {files[a]} is also the input {k}: writing it would destroy the input")
+    except OSError as e:
+        raise UserError(f"cannot write {e.filename or ''}: {e.strerror or e}") from None
+
+
+def _check_target(k: str, p: Path, stdout_ok: bool):
+    hint = " (or - for standard output)" if stdout_ok else ""
+    if p.is_symlink():
+        raise UserError(f"{k} {p}: is a symbolic link; give the file it points to{hint} (outputs are replaced "
+                        "whole, so a link would be replaced by a file)")
+    if p.exists():
+        mode = p.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise UserError(f"{k} {p}: is a directory")
+        if not stat.S_ISREG(mode):
+            raise UserError(f"{k} {p}: is not a regular file (a FIFO, socket or device); give a file{hint}")
+    if len(p.name.encode()) > 200:
+        raise UserError(f"{k}: file name of {len(p.name.encode())} bytes is too long (at most 200)")
 
 
 @contextlib.contextmanager
@@ -127,3 +139,13 @@ def write_json(path, doc, indent: int | None = 2):
     except ValueError as e:
         raise RuntimeError(f"refusing to write non-finite numbers to {path}: {e}") from None
     write_bytes(path, (text + "\n").encode())
+
+
+def check_folder(opt: str, path) -> Path:
+    """An output folder option: non-empty, and not an existing non-folder."""
+    if path is None or str(path).strip() == "":
+        raise UserError(f"{opt}: empty path; give a folder")
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{opt} {p}: exists and is not a folder")
+    return p

@@ -65,10 +65,17 @@ def run_report(args: list[str], chips: int, json_path, dry: bool = False) -> dic
         cmd = [sys.executable, "-m", "mcu_emul", *args]
     else:
         cmd = mpi_command(chips, args)
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=without_launcher_env())
     if p.returncode != 0:
         raise UserError(f"run on {chips} chip(s) failed ({' '.join(args[:3])} ...): {cause(p.stderr)}")
     return json.loads(Path(json_path).read_text())
+
+
+def without_launcher_env() -> dict:
+    """This process's environment minus an MPI launcher's per-process variables, so that a run
+    started from inside an MPI or Slurm step starts its own world."""
+    drop = ("PMI_", "PMIX_", "OMPI_", "HYDI_", "HYDRA_", "MPI_LOCAL")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
 def cause(stderr: str) -> str:

@@ -2,8 +2,9 @@
 hardware and topology descriptions, and the bounds each fitted parameter may take."""
 from __future__ import annotations
 
+from pathlib import Path
 
-from .config import DATA_DIR, load_chip, load_table, load_topology, with_overrides, with_values
+from .config import DATA_DIR, load_chip, load_table, load_topology, table_path, with_overrides, with_values
 from .errors import UserError
 
 PRESET_DIR = DATA_DIR / "presets"
@@ -22,22 +23,44 @@ BOUNDS = {
     "energy.l3_pj_per_byte": (0.5, 200.0, "from an idealized on-package memory to board-level HyperRAM"),
 }
 
+PRESET_KEYS = {"hw", "topology", "fitted", "bounds", "error_pct"}
+
+
 def load_preset(name: str) -> dict:
     """Preset file: {"hw":..., "topology":..., "fitted": {param: value}, ...}."""
     table, path = load_table("presets", name, "preset")
-    if not isinstance(table.get("fitted", {}), dict):
+    unknown = sorted(set(table) - PRESET_KEYS)
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} in a preset (allowed: {', '.join(sorted(PRESET_KEYS))})")
+    for k in ("hw", "topology", "fitted"):
+        if k not in table:
+            raise UserError(f"{path}: not a preset: no {k!r} (presets are written by `calibrate`)")
+    if not isinstance(table["fitted"], dict):
         raise UserError(f"{path}: [fitted] must be a table")
-    table["path"] = path
-    unknown = sorted(set(table.get("fitted", {})) - set(BOUNDS))
+    for k in ("hw", "topology"):
+        if not isinstance(table[k], str):
+            raise UserError(f"{path}: {k} must be a name, got {table[k]!r}")
+    unknown = sorted(set(table["fitted"]) - set(BOUNDS))
     if unknown:
         raise UserError(f"{path}: [fitted] has unknown parameter(s) {', '.join(unknown)}")
+    table["path"] = path
     return table
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
 def hardware(hw: str, topology: str, preset: str, sets: list[str]):
-    """Chip and topology descriptions, the preset's fitted values, then --set overrides."""
+    """Chip and topology descriptions, the preset's fitted values, then --set overrides.
+    A preset was fitted for one hardware and one topology description: applied to another,
+    its values would silently replace the user's, so that is refused."""
     chip, topo = load_chip(hw), load_topology(topology)
-    if preset and preset != "none":
+    if preset != "none":
         p = load_preset(preset)
-        chip, topo = with_values(chip, topo, p.get("fitted", {}), f"{p['path']} [fitted]")
+        for kind, opt, given in (("hw", "--hw", hw), ("topology", "--topology", topology)):
+            if not _same_file(table_path(kind, p[kind]), table_path(kind, given)):
+                raise UserError(f"--preset {preset} was fitted for {kind} '{p[kind]}', not {opt} {given}: its "
+                                f"fitted values would replace yours; give --preset none (and --set for changes)")
+        chip, topo = with_values(chip, topo, p["fitted"], f"{p['path']} [fitted]")
     return with_overrides(chip, topo, sets)

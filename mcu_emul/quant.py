@@ -10,7 +10,8 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 per output channel (row). w: float (out, in) -> (int8 (out, in), float32 (out,))."""
     w = np.asarray(w, np.float32)
     amax = np.abs(w).max(axis=-1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    # a row below 1e-27 (denormals) is a zero row: its scale would leave float32's normal range
+    scale = np.where(amax > 1e-27, amax / 127.0, 1.0).astype(np.float32)
     q = np.clip(np.rint(w / scale[..., None]), -127, 127).astype(np.int8)
     return q, scale
 

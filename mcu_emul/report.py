@@ -1,6 +1,7 @@
 """Run report: JSON (schema mcu_emul.report/1) and the human summary."""
 from __future__ import annotations
 
+import math
 
 import numpy as np
 
@@ -40,6 +41,11 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
     chips = res["chips"]
     fig = figures(res)
     blocks = figures(res, "blocks")
+    bad = [k for f in (fig, blocks) for k in ("latency_ms", "energy_mj", "edp_mj_ms") if not math.isfinite(f[k])]
+    if bad:
+        from .errors import UserError
+        raise UserError(f"the emulated {bad[0]} is not finite: the hardware parameters (--hw, --topology, "
+                        "--set) combine into a cost no counter can hold")
     rep = {
         "schema": SCHEMA,
         "model": cfg.name,

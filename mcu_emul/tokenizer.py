@@ -14,7 +14,10 @@ class Tokenizer:
             from tokenizers import Tokenizer as HF
         except ImportError:
             raise UserError("text in/out needs the tokenizers package: pip install -e '.[text]'") from None
-        return cls(HF.from_str(text))
+        try:
+            return cls(HF.from_str(text))
+        except Exception as e:   # noqa: BLE001 - tokenizers raises a bare Exception for bad JSON
+            raise UserError(f"tokenizer.json is not a valid tokenizer ({e})") from None
 
     @classmethod
     def from_file(cls, path) -> "Tokenizer":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -29,6 +30,10 @@ FORMAT_VERSION = 1
 INIT_DOC = ("normal(0, 0.02) matrices, residual projections scaled by 1/sqrt(2*n_layers); "
             "norm gains 1 (Llama) or 1 + normal(0, 0.05) (NoNorm); biases normal(0, 0.02)")
 CALIB_SEQS = 2
+# Range of every float a weights file holds (scales, gains, biases, calibrated ranges): far
+# outside any trained model, inside what the integer requantization can represent.
+MIN_VALUE, MAX_VALUE = 1e-30, 1e30
+MAX_WEIGHT = 1e6          # |float weight| accepted by convert / write_weights
 
 
 def tensor_shapes(cfg: ModelConfig) -> dict[str, tuple]:
@@ -116,6 +121,9 @@ def _check_finite(w: dict):
         if not np.all(np.isfinite(a)):
             raise UserError(f"tensor {name}: {int(np.size(a) - np.isfinite(a).sum())} NaN or infinite value(s); "
                             "refusing to quantize it")
+        if np.size(a) and float(np.abs(a).max()) > MAX_WEIGHT:
+            raise UserError(f"tensor {name}: values up to {float(np.abs(a).max()):g}, beyond the |x| <= "
+                            f"{MAX_WEIGHT:g} mcu_emul quantizes (not a trained model's weights?)")
 
 
 def write_weights(cfg: ModelConfig, w: dict, out, seed: int = 0, init: str = INIT_DOC,
@@ -130,9 +138,9 @@ def write_weights(cfg: ModelConfig, w: dict, out, seed: int = 0, init: str = INI
             raise UserError(f"tensor {name}: shape {np.shape(w[name])}, expected {tuple(shape)}")
     _check_finite(w)
     amax = calibrate(cfg, w, seed if calib_seed is None else calib_seed, calib_inputs)
-    if not all(np.isfinite(v) for v in amax.values()):
-        raise UserError("calibration gave a non-finite activation range (the float model overflows on the "
-                        "calibration inputs)")
+    if not all(v == 0 or MIN_VALUE <= v <= MAX_VALUE for v in amax.values()):
+        raise UserError("calibration gave an activation range outside 1e-30..1e30 (the float model overflows "
+                        "or vanishes on the calibration inputs)")
     # The file is built in memory and written by plain file I/O: HDF5 writing to a full disk
     # crashes the process (measured), a failed Python write is an error like any other.
     with h5py.File(f"{out.name}.image", "w", driver="core", backing_store=False) as f:
@@ -174,7 +182,6 @@ def make_weights(model: str | ModelConfig, seed: int, out, keep_float: bool = Tr
 
 
 def cache_dir() -> Path:
-    import os
     base = os.environ.get("MCU_EMUL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mcu_emul"
     return Path(base)
 
@@ -192,6 +199,20 @@ def default_weights_path(cfg: ModelConfig, seed: int = 0) -> Path:
     return cache_dir() / f"{safe}-{config_digest(cfg)}-seed{seed}-v{FORMAT_VERSION}.h5"
 
 
+def _check_cache(path: Path):
+    """The cache folder must be usable before anything is announced or computed."""
+    import tempfile
+    where = "MCU_EMUL_CACHE" if os.environ.get("MCU_EMUL_CACHE") else "the cache folder"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise UserError(f"{where} {path.parent} is not a writable folder ({e.strerror or e})") from None
+    if path.exists() and not path.is_file():
+        raise UserError(f"cache entry {path} is not a file: remove it")
+
+
 def _marker(path: Path) -> Path:
     return path.with_name(path.name + ".complete")
 
@@ -200,6 +221,7 @@ def cached_default_weights(cfg: ModelConfig, seed: int, log=print) -> Path:
     """The default weights file, made once; a cached file that is damaged (size differs from
     its completion marker, or it does not open as this model's weights) is made again."""
     path = default_weights_path(cfg, seed)
+    _check_cache(path)
     if path.is_file():
         why = None
         try:
@@ -207,7 +229,7 @@ def cached_default_weights(cfg: ModelConfig, seed: int, log=print) -> Path:
             if size != path.stat().st_size:
                 why = f"{path.stat().st_size:,} B, its completion marker says {size:,} B"
         except (OSError, ValueError, KeyError, TypeError):
-            why = "no completion marker"
+            why = "its completion marker is missing or unreadable"
         if why is None:
             try:
                 WeightsFile(path, expect=cfg).close()
@@ -285,20 +307,19 @@ class WeightsFile:
 
     def _open(self, expect):
         a = self.f.attrs
-        if a.get("format") != FORMAT:
+        fmt = a.get("format")
+        if not (isinstance(fmt, str) and fmt == FORMAT):
             raise UserError(f"weights file {self.path}: not an mcu_emul weights file (format attribute "
                             f"{a.get('format')!r}, expected {FORMAT!r})")
-        try:
-            ver = int(a.get("format_version", -1))
-        except (TypeError, ValueError):
-            ver = a.get("format_version")
-        if ver != FORMAT_VERSION:
+        ver = a.get("format_version")
+        ver = int(ver) if isinstance(ver, (int, np.integer)) else ver
+        if not (isinstance(ver, int) and ver == FORMAT_VERSION):
             raise UserError(f"weights file {self.path}: format_version {ver!r}, this mcu_emul reads "
                             f"version {FORMAT_VERSION}; re-make it with 'weights make'")
         _self_contained(self.f, self.path)
         try:
             table = json.loads(a["config"])
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, RecursionError) as e:
             raise UserError(f"weights file {self.path}: bad config attribute ({e})") from None
         self.cfg = model_from_dict(table, f"{self.path} (config attribute)")
         if expect is not None:
@@ -317,8 +338,9 @@ class WeightsFile:
                 vals[k] = float(v)
             except (TypeError, ValueError):
                 vals[k] = float("nan")
-            if not (np.isfinite(vals[k]) and vals[k] >= 0):
-                raise UserError(f"weights file {self.path}: act_maxabs {k} = {v!r} (must be a finite number >= 0)")
+            if not (vals[k] == 0 or MIN_VALUE <= vals[k] <= MAX_VALUE):
+                raise UserError(f"weights file {self.path}: act_maxabs {k} = {v!r} (must be 0 or from "
+                                f"{MIN_VALUE:g} to {MAX_VALUE:g})")
         self.act_maxabs = _ActScales(vals, self.path)
         self.has_float = "float" in self.f
         tj = a.get("tokenizer_json")
@@ -355,12 +377,13 @@ class WeightsFile:
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"weights file {self.path}: cannot read dataset '{key}' (corrupted? {e})") from None
         if a.dtype.kind == "f":
-            ok = np.isfinite(a) & (a > 0) if name.endswith(".scale") else np.isfinite(a)
+            scale = name.endswith(".scale")
+            ok = (a >= MIN_VALUE) & (a <= MAX_VALUE) if scale else np.abs(a) <= MAX_VALUE
             if not ok.all():
                 bad = a[~ok].flat[0]
                 raise UserError(f"weights file {self.path}: dataset '{key}' holds {bad!r}"
-                                + (" (scales must be finite and > 0)" if name.endswith(".scale") else
-                                   " (values must be finite)"))
+                                + (f" (scales must be from {MIN_VALUE:g} to {MAX_VALUE:g})" if scale else
+                                   f" (values must be finite, |x| <= {MAX_VALUE:g})"))
         self.bytes_read += a.nbytes
         return a
 

@@ -23,6 +23,7 @@ import pytest
 from checkpoints import hf_llama_folder, safetensors_bytes
 from conftest import cleanup_mpich, env, mpiexec_path
 
+DATA = Path(__file__).resolve().parent.parent / "data"
 TINY = ["--model", "tinyllama-tiny"]
 DRY = [*TINY, "--dry-run", "--quiet"]
 
@@ -73,7 +74,7 @@ CASES = [
     ("set-nan", ["run", *DRY, "--set", "compute.freq_hz=nan"], ["compute.freq_hz", "finite", "nan"]),
     ("set-inf-l3", ["run", *DRY, "--set", "offchip.l3_bytes_per_s=inf"], ["l3_bytes_per_s", "inf"]),
     ("set-zero-rate", ["run", *DRY, "--set", "compute.engine_gemv_macs_per_cycle=0"],
-     ["engine_gemv_macs_per_cycle", "> 0"]),
+     ["engine_gemv_macs_per_cycle", ">= 0.001"]),
     ("set-zero-dma", ["run", *DRY, "--set", "dma.l2_l1_bytes_per_cycle=0"], ["l2_l1_bytes_per_cycle"]),
     ("set-negative-latency", ["run", *DRY, "--set", "link.link_latency_s=-1"], ["link_latency_s", ">= 0"]),
     ("set-nan-power", ["run", *DRY, "--set", "power.idle_w=nan"], ["idle_w", "nan"]),
@@ -108,7 +109,7 @@ CASES = [
     ("topology-group-1", ["run", *DRY, "--topology", "{topo_group}"], ["group_sizes", "[1]"]),
     ("topology-group-string", ["run", *DRY, "--topology", "{topo_group_str}"], ["group_sizes must be a list"]),
     ("topology-ports", ["run", *DRY, "--topology", "{topo_ports}"], ["link_ports must be one of"]),
-    ("topology-zero-bandwidth", ["run", *DRY, "--topology", "{topo_bw}"], ["link_bytes_per_s must be > 0"]),
+    ("topology-zero-bandwidth", ["run", *DRY, "--topology", "{topo_bw}"], ["link_bytes_per_s must be >= 1000"]),
     ("preset-unknown-param", ["run", *DRY, "--preset", "{preset_unknown}"], ["unknown parameter(s) compute.cores"]),
     ("preset-text-value", ["run", *DRY, "--preset", "{preset_text}"], ["preset_text.toml [fitted]", "'fast'"]),
     # --- weights files -------------------------------------------------------------------
@@ -118,7 +119,7 @@ CASES = [
     ("weights-wrong-dtype", ["run", "--weights", "{w_dtype}"], ["t/layers.0.wq", "int16", "int8"]),
     ("weights-wrong-shape", ["run", "--weights", "{w_shape}"], ["t/layers.0.wq", "[32, 64]", "[64, 64]"]),
     ("weights-small-vocab", ["run", "--weights", "{w_vocab}"], ["t/tok_embedding", "[256, 64]", "[512, 64]"]),
-    ("weights-nan-scale", ["run", "--weights", "{w_nan_scale}"], ["t/layers.0.wq.scale", "nan", "> 0"]),
+    ("weights-nan-scale", ["run", "--weights", "{w_nan_scale}"], ["t/layers.0.wq.scale", "nan", "scales must be from"]),
     ("weights-inf-scale", ["run", "--weights", "{w_inf_scale}"], ["t/layers.0.wq.scale", "inf"]),
     ("weights-zero-scale", ["run", "--weights", "{w_zero_scale}"], ["t/layers.0.wq.scale", "0.0"]),
     ("weights-negative-scale", ["run", "--weights", "{w_neg_scale}"], ["t/layers.0.wq.scale", "-"]),
@@ -215,6 +216,51 @@ CASES = [
      ["not a llama2.c checkpoint"]),
     ("convert-llama2c-nan", ["convert", "--from", "llama2c", "{l2c_nan}", "--out", "{dir}/c.h5"],
      ["NaN or infinite"]),
+    # --- found by a fresh-eyes attack ------------------------------------------------------
+    ("calibrate-out-is-hw", ["calibrate", "--hw", "{hw_copy}", "--out", "{hw_copy}", "--sweeps", "0"],
+     ["--out", "is also the input --hw"]),
+    ("calibrate-out-is-shipped-topology", ["calibrate", "--out", str(DATA / "topology/siracusa-boards.toml")],
+     ["is also the input --topology"]),
+    ("run-json-is-shipped-hw", ["run", *DRY, "--json", str(DATA / "hw/siracusa.toml")], ["is also the input --hw"]),
+    ("set-tiny-link-rate", ["run", *DRY, "--set", "link.link_bytes_per_s=1e-300"], ["link_bytes_per_s must be >= 1000"]),
+    ("set-tiny-clock", ["run", *DRY, "--set", "compute.freq_hz=1e-308"], ["freq_hz must be >= 1000"]),
+    ("set-tiny-elementwise", ["run", *DRY, "--set", "compute.elementwise_per_cycle=1e-300"],
+     ["elementwise_per_cycle must be >= 0.001"]),
+    ("json-name-too-long", ["run", *DRY, "--json", "{dir}/" + "a" * 300 + ".json"], ["too long"]),
+    ("json-trailing-slash", ["run", *DRY, "--json", "{dir}/x.json/"], ["names a folder"]),
+    ("weights-huge-calibration", ["run", "--weights", "{w_huge_calib}"], ["act_maxabs res", "1e+300"]),
+    ("weights-tiny-calibration", ["run", "--weights", "{w_tiny_calib}"], ["act_maxabs res", "1e-300"]),
+    ("weights-huge-scale", ["run", "--weights", "{w_huge_scale}"], ["t/layers.0.wq.scale", "scales must be from"]),
+    ("weights-unrequantizable-scale", ["run", "--weights", "{w_requant}"], ["cannot be requantized"]),
+    ("weights-config-list", ["run", "--weights", "{w_config_list}"], ["expected a table of model fields"]),
+    ("weights-version-array", ["run", "--weights", "{w_version_array}"], ["format_version"]),
+    ("weights-and-seed", ["run", "--weights", "{w_good}", "--seed", "5"], ["--seed 5", "no effect with --weights"]),
+    ("model-empty-name", ["run", "--model", "", "--dry-run"], ["unknown model ''"]),
+    ("preset-empty-name", ["run", *DRY, "--preset", ""], ["unknown preset ''"]),
+    ("preset-is-hw-file", ["run", *DRY, "--preset", str(DATA / "hw/siracusa.toml")], ["in a preset"]),
+    ("preset-for-other-hw", ["run", *DRY, "--hw", "{hw_copy}"], ["was fitted for hw 'siracusa'", "--preset none"]),
+    ("chips-fullwidth-digit", ["run", *DRY, "--chips", "\uff14"], ["--chips", "expected an integer"]),
+    ("prompt-ids-trailing-comma", ["run", *DRY, "--prompt-ids", "1,2,"], ["--prompt-ids"]),
+    ("newline-in-value", ["run", "--weights", "{dir}/a\nb.h5"], ["a\\nb.h5 does not exist"]),
+    ("sweep-run-args-chips", ["sweep", "--model", "tinyllama-tiny", "--dry-run", "--run-args", "--chips 2"],
+     ["--run-args --chips", "the sweep sets it"]),
+    ("sweep-out-empty", ["sweep", "--model", "tinyllama-tiny", "--dry-run", "--out", ""], ["--out", "empty path"]),
+    ("plot-out-empty", ["plot", "{broken_paper}", "--out", ""], ["--out", "empty path"]),
+    ("plot-curves-string", ["plot", "{paper_curves_str}"], ["'curves' must be"]),
+    ("plot-speedup-string", ["plot", "{paper_speedup_str}", "--out", "{dir}/plots2"], ["speedup = 'fast'"]),
+    ("plot-deep-json", ["plot", "{deep_json}"], ["cannot read results", "RecursionError"]),
+    ("convert-hf-huge-weights", ["convert", "--from", "hf", "{hf_huge}", "--out", "{dir}/c.h5"], ["beyond the |x| <="]),
+    ("convert-hf-bad-tokenizer", ["convert", "--from", "hf", "{hf_bad_tok}", "--out", "{dir}/c.h5"],
+     ["tokenizer.json"]),
+    ("convert-hf-deep-config", ["convert", "--from", "hf", "{hf_deep}", "--out", "{dir}/c.h5"], ["not valid JSON"]),
+    ("convert-calib-ids-empty", ["convert", "--from", "llama2c", "{l2c_victim}", "--out", "{dir}/c.h5",
+                                 "--calib-ids", ""], ["--calib-ids is empty"]),
+    ("convert-calib-ids-and-text", ["convert", "--from", "llama2c", "{l2c_victim}", "--out", "{dir}/c.h5",
+                                    "--calib-ids", "1", "--calib-text", "x"], ["not both"]),
+    ("convert-calib-ids-too-many", ["convert", "--from", "llama2c", "{l2c_victim}", "--out", "{dir}/c.h5",
+                                    "--calib-ids", ",".join(["1"] * 300)], ["300 ids", "128 positions"]),
+    ("convert-empty-name", ["convert", "--from", "llama2c", "{l2c_victim}", "--out", "{dir}/c.h5", "--name", ""],
+     ["name must be a non-empty string"]),
     ("convert-calib-ids-vocab", ["convert", "--from", "llama2c", "{l2c_victim}", "--out", "{dir}/c.h5",
                                  "--calib-ids", "1,99999"], ["--calib-ids", "99999"]),
 ]
@@ -290,8 +336,10 @@ def bad(tiny_weights, tmp_path_factory):
     p["topo_group_str"] = _toml(d, "topo_group_str", sub(topo, "group_sizes = [4]", 'group_sizes = "4"'))
     p["topo_ports"] = _toml(d, "topo_ports", sub(topo, 'link_ports = "per_peer"', 'link_ports = "bus"'))
     p["topo_bw"] = _toml(d, "topo_bw", sub(topo, "link_bytes_per_s = 2.0e9", "link_bytes_per_s = 0.0"))
-    p["preset_unknown"] = _toml(d, "preset_unknown", '[fitted]\n"compute.cores" = 4\n')
-    p["preset_text"] = _toml(d, "preset_text", '[fitted]\n"compute.freq_hz" = "fast"\n')
+    head = 'hw = "siracusa"\ntopology = "siracusa-boards"\n'
+    p["preset_unknown"] = _toml(d, "preset_unknown", head + '[fitted]\n"compute.cores" = 4\n')
+    p["preset_text"] = _toml(d, "preset_text", head + '[fitted]\n"compute.freq_hz" = "fast"\n')
+    p["hw_copy"] = _toml(d, "hw_copy", hw)
     # weights files
     (d / "w_junk.h5").write_bytes(b"not hdf5" * 64)
     p["w_junk"] = str(d / "w_junk.h5")
@@ -300,6 +348,13 @@ def bad(tiny_weights, tmp_path_factory):
     p["w_vocab"] = _edit(good, d / "w_vocab.h5", lambda f: _replace(f, "t/tok_embedding", f["t/tok_embedding"][:256]))
     for key, v in (("nan", np.nan), ("inf", np.inf), ("zero", 0.0), ("neg", -0.5)):
         p[f"w_{key}_scale"] = _edit(good, d / f"w_{key}_scale.h5", _set_row("t/layers.0.wq.scale", v))
+    p["w_huge_calib"] = _edit(good, d / "w_huge_calib.h5", lambda f: f["act_maxabs"].attrs.__setitem__("res", 1e300))
+    p["w_tiny_calib"] = _edit(good, d / "w_tiny_calib.h5", lambda f: f["act_maxabs"].attrs.__setitem__("res", 1e-300))
+    p["w_huge_scale"] = _edit(good, d / "w_huge_scale.h5", _set_row("t/layers.0.wq.scale", 3e38))
+    p["w_requant"] = _edit(good, d / "w_requant.h5", _set_row("t/layers.0.wq.scale", 1e25))
+    p["w_config_list"] = _edit(good, d / "w_config_list.h5", lambda f: f.attrs.__setitem__("config", "[1]"))
+    p["w_version_array"] = _edit(good, d / "w_version_array.h5",
+                                 lambda f: f.attrs.__setitem__("format_version", np.array([1, 1])))
     p["w_nan_norm"] = _edit(good, d / "w_nan_norm.h5", _set_row("t/layers.0.attn_norm", np.nan))
     p["w_nan_calib"] = _edit(good, d / "w_nan_calib.h5", lambda f: f["act_maxabs"].attrs.__setitem__("res", np.nan))
     p["w_no_calib"] = _edit(good, d / "w_no_calib.h5", lambda f: f["act_maxabs"].attrs.__delitem__("res"))
@@ -340,6 +395,14 @@ def bad(tiny_weights, tmp_path_factory):
     p["not_paper"] = str(d / "report.json")
     (d / "broken_paper.json").write_text(json.dumps({"schema": "mcu_emul.paper/1", "curves": {"m": [{"chips": 1}]}}))
     p["broken_paper"] = str(d / "broken_paper.json")
+    (d / "curves_str.json").write_text(json.dumps({"schema": "mcu_emul.paper/1", "curves": "x"}))
+    p["paper_curves_str"] = str(d / "curves_str.json")
+    cats = {c: 1.0 for c in ("compute", "onchip", "offchip", "link", "idle")}
+    pt = {"chips": 1, "speedup": "fast", "energy_mj_by_category": cats, "latency_ms_by_category": cats}
+    (d / "speedup_str.json").write_text(json.dumps({"schema": "mcu_emul.paper/1", "curves": {"m": [pt]}}))
+    p["paper_speedup_str"] = str(d / "speedup_str.json")
+    (d / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    p["deep_json"] = str(d / "deep.json")
     # checkpoints
     p["hf_bad_json"] = _hf(d, "hf_bad_json", cfg_text="{not json")
     p["hf_json_list"] = _hf(d, "hf_json_list", cfg_text="[1, 2]")
@@ -356,6 +419,10 @@ def bad(tiny_weights, tmp_path_factory):
     p["hf_nan"] = _hf(d, "hf_nan", tensors=lambda t: t["model.layers.0.mlp.up_proj.weight"].__setitem__((0, 0), np.nan))
     p["hf_shape"] = _hf(d, "hf_shape", tensors=lambda t: t.__setitem__(
         "model.layers.0.self_attn.q_proj.weight", np.zeros((60, 64), np.float32)))
+    p["hf_huge"] = _hf(d, "hf_huge", tensors=lambda t: t["model.layers.0.self_attn.q_proj.weight"].fill(3e38))
+    p["hf_bad_tok"] = _hf(d, "hf_bad_tok")
+    (Path(p["hf_bad_tok"]) / "tokenizer.json").write_text("{bad")
+    p["hf_deep"] = _hf(d, "hf_deep", cfg_text="[" * 100000 + "]" * 100000)
     from test_convert import write_llama2c
     from mcu_emul.config import load_model
     from mcu_emul.weights import init_weights
@@ -431,6 +498,8 @@ def test_no_input_damaged_no_temp_left(results, bad):
     _, before, after = results
     assert before == after
     d = Path(bad["dir"])
+    assert not (d / "plots").exists() or not list((d / "plots").iterdir()), "plot wrote part of its output"
+    assert not (d / "plots2").exists() or not list((d / "plots2").iterdir()), "plot wrote part of its output"
     assert not [f for f in d.rglob(".*") if f.is_file()], "temp files left"
     assert os.path.islink(bad["json_link"]) and Path(bad["json_link"]).resolve() == d / "target.json"
 
@@ -481,6 +550,19 @@ def test_damaged_cache_is_made_again(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "damaged" in p.stderr and "making them again" in p.stderr
     assert json.loads((tmp_path / "r.json").read_text())["output_sha256"] == first
+
+
+def test_unusable_cache_folder(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    p = _run(["run", *TINY, "--gen-tokens", "2"], tmp_path, extra_env={"MCU_EMUL_CACHE": str(tmp_path / "afile")})
+    assert_one_line_error(p, ["MCU_EMUL_CACHE", "afile", "not a writable folder"], "cache is a file")
+
+
+@pytest.mark.mpi
+def test_commands_that_start_processes_refuse_mpiexec(tmp_path):
+    p = _run(["sweep", "--model", "tinyllama-tiny", "--chips", "1", "--dry-run", "--out", "sw"], tmp_path, n=2)
+    assert_one_line_error(p, ["'sweep' is not run one rank per chip", "starts its own processes"], "sweep under mpiexec")
+    cleanup_mpich()
 
 
 def test_serial_run_inside_an_allocation_honours_chips(tmp_path):

@@ -78,7 +78,8 @@ def test_prompt_errors(tiny_weights):
     one_line_error(run_cli(["run", "--model", "tinyllama-tiny", "--weights", w, "--chips", "9"]),
                    "9 chips > 8 KV heads")
     one_line_error(run_cli(["run", "--model", "tinyllama-tiny", "--weights", w, "--placement", "stationary",
-                            "--hw", str(ROOT / "tests/data/hw-small.toml")]), "smallest chip count that fits")
+                            "--hw", str(ROOT / "tests/data/hw-small.toml"), "--preset", "none"]),
+                   "smallest chip count that fits")
 
 
 def test_weights_make_is_deterministic(tmp_path):

@@ -41,7 +41,7 @@ def test_preset_values_within_bounds_and_counted():
 
 def test_bad_preset_is_clear(tmp_path):
     bad = tmp_path / "p.toml"
-    bad.write_text('[fitted]\n"compute.turbo" = 1.0\n')
+    bad.write_text('hw = "siracusa"\ntopology = "siracusa-boards"\n[fitted]\n"compute.turbo" = 1.0\n')
     with pytest.raises(UserError, match="unknown parameter.*compute.turbo"):
         load_preset(str(bad))
     with pytest.raises(UserError, match="unknown preset 'nope'"):
