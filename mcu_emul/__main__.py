@@ -17,7 +17,7 @@ GRACE_S = 1.0
 
 def _fail(code: int, msg: str | None, transport, user_error: bool):
     """Print the one message, clean up, end this process (and the MPI job)."""
-    from .files import remove_temps
+    from .files.outputs import remove_temps
     remove_temps()
     size = transport.size if transport is not None else 1
     if msg:
@@ -37,15 +37,15 @@ def _fail(code: int, msg: str | None, transport, user_error: bool):
 
 def main() -> None:
     from .errors import UserError
-    from .files import install_signal_cleanup
-    from .transport import MPITransport, mpi_launched
+    from .files.outputs import install_signal_cleanup
+    from .comm.transport import MPITransport, mpi_launched
 
     install_signal_cleanup()
     transport = None
     if mpi_launched():
         from mpi4py import MPI
         transport = MPITransport(MPI.COMM_WORLD)
-    from . import cli
+    from .commands import cli
     try:
         code = cli.main(transport_factory=lambda: transport)
     except UserError as e:

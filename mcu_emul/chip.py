@@ -10,14 +10,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import costs, drykernels, llama, mobilebert
-from .collectives import Collectives
+from .comm.collectives import Collectives
 from .config import ChipSpec, LlamaConfig, ModelConfig, Topology, load_model
-from .counters import ChipClock
 from .errors import UserError
-from .partition import plan
-from .placement import choose_placement, place_shard
-from .weights import WeightsFile
+from .files.weights import WeightsFile
+from .hardware import costs
+from .hardware.counters import ChipClock
+from .hardware.placement import choose_placement, place_shard
+from .models import llama, mobilebert
+from .models.partition import plan
+from .numerics import drykernels
 
 PLACEMENTS = ("auto", "stationary", "stream")
 FAIL_PHASES = ("load", "embed", "attention", "ffn", "report")
@@ -244,5 +246,17 @@ def weight_bytes_by_place(specs, where: dict) -> dict:
 
 
 def llama_logit_scale(amax) -> float:
-    from .quant import scale_for
+    from .numerics.quant import scale_for
     return scale_for(amax["logits"], 16)
+
+
+def ensure_weights(cfg, seed: int, t=None) -> str:
+    """The cached default weights file, made on first use (by rank 0 under MPI)."""
+    from .files.weights import cached_default_weights, default_weights_path
+    import sys
+    path = default_weights_path(cfg, seed)
+    if t is None or t.rank == 0:
+        path = cached_default_weights(cfg, seed, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if t is not None:
+        t.barrier()
+    return str(path)

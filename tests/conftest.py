@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mcu_emul.weights import make_weights
+from mcu_emul.files.weights import make_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 120

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from mcu_emul.collectives import ALGORITHMS, Collectives, messages_sent
-from mcu_emul.transport import MPITransport
+from mcu_emul.comm.collectives import ALGORITHMS, Collectives, messages_sent
+from mcu_emul.comm.transport import MPITransport
 
 world = MPI.COMM_WORLD
 bad = []

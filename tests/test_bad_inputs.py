@@ -295,7 +295,7 @@ def _set_row(key, value):
 def _hf(d: Path, name: str, cfg_over=None, tensors=None, raw: bytes | None = None, cfg_text: str | None = None):
     """A tiny Hugging Face Llama folder with one thing broken."""
     from mcu_emul.config import load_model
-    from mcu_emul.weights import init_weights
+    from mcu_emul.files.weights import init_weights
     cfg = load_model("tinyllama-tiny")
     return hf_llama_folder(d / name, cfg, init_weights(cfg, 1), cfg_over, edit=tensors, config_text=cfg_text, raw=raw)
 
@@ -425,7 +425,7 @@ def bad(tiny_weights, tmp_path_factory):
     p["hf_deep"] = _hf(d, "hf_deep", cfg_text="[" * 100000 + "]" * 100000)
     from test_convert import write_llama2c
     from mcu_emul.config import load_model
-    from mcu_emul.weights import init_weights
+    from mcu_emul.files.weights import init_weights
     cfg = load_model("tinyllama-tiny")
     w = init_weights(cfg, 2)
     write_llama2c(d / "victim.bin", cfg, w)
@@ -604,7 +604,8 @@ def test_sigterm_leaves_no_temp_file(tmp_path):
     and exits 143; the target is not created."""
     script = (
         "import os, signal, sys\n"
-        "from mcu_emul import files, __main__ as m\n"
+        "from mcu_emul.files import outputs as files\n"
+        "from mcu_emul import __main__ as m\n"
         "files.install_signal_cleanup()\n"
         "try:\n"
         f"    with files.atomic_path({str(tmp_path / 'out.json')!r}) as tmp:\n"

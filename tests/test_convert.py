@@ -9,7 +9,7 @@ import pytest
 from checkpoints import hf_llama_folder, to_bf16_bits
 from conftest import run_cli
 from mcu_emul.config import load_model
-from mcu_emul.weights import init_weights, write_weights
+from mcu_emul.files.weights import init_weights, write_weights
 
 
 def write_llama2c(path, cfg, w, version=0, shared=True):

@@ -3,10 +3,10 @@ import dataclasses
 
 import pytest
 
-from mcu_emul import costs
+from mcu_emul.hardware import costs
 from mcu_emul.chip import RunSpec, run_chip
 from mcu_emul.config import load_chip, load_topology, with_overrides
-from mcu_emul.transport import run_virtual
+from mcu_emul.comm.transport import run_virtual
 
 CHIP, TOPO = load_chip(), load_topology()
 COUNTERS = ("cycles", "busy_cycles", "idle_cycles", "cycles_by_category", "energy_mj", "energy_mj_by_category",
@@ -49,7 +49,7 @@ def test_matmul_cost_mechanism():
 
 
 def test_clock_waits_for_slower_sender():
-    from mcu_emul.counters import ChipClock
+    from mcu_emul.hardware.counters import ChipClock
     a, b = ChipClock(CHIP, TOPO, 0), ChipClock(CHIP, TOPO, 1)
     a.charge(costs.Cost(compute=10_000))
     arrival, transfer = a.send(2048, 1)
@@ -140,7 +140,7 @@ def test_split_weight_runs_as_two_kernels():
 
 
 def test_arena_packs_weight_memory_then_l2():
-    from mcu_emul.memory import Arena
+    from mcu_emul.hardware.memory import Arena
     a = Arena(l2_bytes=1000, weight_mem_bytes=400, virtual=True)
     _, kv = a.alloc((96,), "uint8", "kv_cache")                  # top of L2
     _, w1 = a.alloc((30, 8), "int8", "weights")                  # 240 B: weight memory
@@ -173,7 +173,7 @@ def test_compute_energy_at_the_power_of_the_unit():
 
 
 def test_blocks_scope_is_the_blocks_only():
-    from mcu_emul.report import figures
+    from mcu_emul.files.report import figures
     steps = 3
     r = run("tinyllama-tiny", 2, gen_tokens=steps)
     cfg = r["cfg"]

@@ -8,7 +8,7 @@ import dataclasses
 
 from mcu_emul.config import MemorySpec, load_chip, load_topology
 from mcu_emul.errors import CapacityError
-from mcu_emul.transport import run_virtual
+from mcu_emul.comm.transport import run_virtual
 
 SIRACUSA = load_chip()
 
@@ -57,8 +57,8 @@ def test_stationary_too_small_names_bytes_and_chip_count(tiny_weights):
 
 
 def test_accuracy_tiny_models(tiny_weights):
-    from mcu_emul.accuracy import check_float
-    from mcu_emul.weights import WeightsFile
+    from mcu_emul.numerics.accuracy import check_float
+    from mcu_emul.files.weights import WeightsFile
     for m, kw, key in (("tinyllama-tiny", dict(gen_tokens=32), "logits_cosine_vs_float"),
                        ("mobilebert-tiny", dict(seq_len=64), "hidden_cosine_vs_float")):
         r = run(tiny_weights[m], m, 2, **kw)
@@ -68,8 +68,8 @@ def test_accuracy_tiny_models(tiny_weights):
 
 
 def test_int8_payload_is_approximate_but_close(tiny_weights):
-    from mcu_emul.accuracy import check_float
-    from mcu_emul.weights import WeightsFile
+    from mcu_emul.numerics.accuracy import check_float
+    from mcu_emul.files.weights import WeightsFile
     m = "tinyllama-tiny"
     wf = WeightsFile(tiny_weights[m])
     for n in (1, 4):

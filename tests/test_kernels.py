@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from mcu_emul import kernels as K
-from mcu_emul.quant import Requant, multiplier, quantize_rows
+from mcu_emul.numerics import kernels as K
+from mcu_emul.numerics.quant import Requant, multiplier, quantize_rows
 
 
 @pytest.mark.parametrize("m,n,k", [(1, 7, 3), (1, 512, 512), (1, 512, 1376), (5, 13, 1025),
@@ -91,7 +91,7 @@ def test_rope_rotates_like_float():
     cos, sin = K.rope_tables(8, 16, 10000.0)
     x = np.array([[100, -50, 30, 20, -127, 127, 5, 0]], np.int8)
     y = K.rope_i(x, cos[9], sin[9])
-    from mcu_emul.reference import rope_f
+    from mcu_emul.numerics.reference import rope_f
     ref = rope_f(x.astype(np.float32), 9, 10000.0)
     assert np.max(np.abs(y - np.clip(np.rint(ref), -127, 127))) <= 1
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT, env
-from mcu_emul.launcher import find_mpiexec, flavor, mpi_command
+from mcu_emul.commands.launcher import find_mpiexec, flavor, mpi_command
 
 
 def test_launcher_runs_with_mpich(tiny_weights, tmp_path):

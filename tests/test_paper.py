@@ -5,7 +5,7 @@ import tomllib
 import pytest
 
 from conftest import run_cli
-from mcu_emul.calibrate import write_preset
+from mcu_emul.commands.calibrate import write_preset
 from mcu_emul.presets import BOUNDS, PRESET_DIR, load_preset
 from mcu_emul.config import load_chip, load_topology
 from mcu_emul.errors import UserError

@@ -1,11 +1,11 @@
 import pytest
 
-from mcu_emul.placement import chip_specs, footprint, min_chips_fitting
+from mcu_emul.hardware.placement import chip_specs, footprint, min_chips_fitting
 from mcu_emul.config import load_model
 from mcu_emul.errors import UserError
-from mcu_emul.layout import totals
-from mcu_emul.partition import SIMD_ALIGN, plan, split
-from mcu_emul.weights import tensor_shapes
+from mcu_emul.models.layout import totals
+from mcu_emul.models.partition import SIMD_ALIGN, plan, split
+from mcu_emul.files.weights import tensor_shapes
 
 
 @pytest.mark.parametrize("n,parts,align", [(8, 3, 1), (1376, 5, 4), (1376, 8, 4), (10, 4, 4), (3, 5, 1), (512, 3, 4)])

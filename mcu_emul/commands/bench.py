@@ -6,17 +6,17 @@ import time
 
 import numpy as np
 
-from .placement import place_shard
-from .collectives import Collectives
-from .config import LlamaConfig, load_chip
-from .errors import UserError
-from .llama import LlamaChip
-from .partition import plan
-from . import kernels as K
-from .quant import Requant
-from .reference import LlamaRef
-from .transport import Fabric, ThreadTransport
-from .weights import WeightsFile
+from ..hardware.placement import place_shard
+from ..comm.collectives import Collectives
+from ..config import LlamaConfig, load_chip
+from ..errors import UserError
+from ..models.llama import LlamaChip
+from ..models.partition import plan
+from ..numerics import kernels as K
+from ..numerics.quant import Requant
+from ..numerics.reference import LlamaRef
+from ..comm.transport import Fabric, ThreadTransport
+from ..files.weights import WeightsFile
 
 
 class _NoMeter:
@@ -38,8 +38,8 @@ class _NoMeter:
 
 
 def bench(model: str, tokens: int) -> int:
-    from .cli import ensure_weights
-    from .config import load_model
+    from ..chip import ensure_weights
+    from ..config import load_model
     cfg = load_model(model)
     if not isinstance(cfg, LlamaConfig):
         raise UserError(f"bench times decode: model '{model}' is not a Llama model")

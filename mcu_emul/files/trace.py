@@ -3,7 +3,7 @@ all-reduces and kernels, waits (idle or link), and a flow arrow for every messag
 from __future__ import annotations
 
 
-from .files import write_json
+from .outputs import write_json
 
 
 def chrome_trace(traces: list, freq_hz: float, meta: dict | None = None) -> dict:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import costs
+from ..hardware import costs
 
 ALGORITHMS = ("hierarchical", "ring", "flat")
 

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 STDOUT = "-"
 _live_temps: set[str] = set()

@@ -6,12 +6,13 @@ import functools
 
 import numpy as np
 
-from . import costs, llama, mobilebert
-from .config import ChipSpec, LlamaConfig, ModelConfig
-from .errors import CapacityError
-from .layout import Spec, totals
+from . import costs
+from ..models import llama, mobilebert
+from ..config import ChipSpec, LlamaConfig, ModelConfig
+from ..errors import CapacityError
+from ..models.layout import Spec, totals
 from .memory import Arena, fmt_bytes
-from .partition import plan
+from ..models.partition import plan
 
 
 def chip_specs(cfg: ModelConfig, n_chips: int, run_len: int) -> list[list[Spec]]:

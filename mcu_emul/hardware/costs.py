@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from .config import ChipSpec, Topology
+from ..config import ChipSpec, Topology
 
 WEIGHT_MEM, L2, L3 = "weight_mem", "l2", "l3"
 

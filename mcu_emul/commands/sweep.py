@@ -10,9 +10,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 from .launcher import run_report
-from .files import write_bytes, write_json
+from ..files.outputs import write_bytes, write_json
 
 COLUMNS = ("model", "chips", "allreduce", "placement_asked", "placement", "overrides", "latency_ms",
            "energy_mj", "edp_mj_ms", "blocks_latency_ms", "blocks_energy_mj", "blocks_edp_mj_ms", "offchip_bytes", "link_bytes", "weight_bytes_total", "output_sha256")

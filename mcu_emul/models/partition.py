@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import LlamaConfig, MobileBertConfig, ModelConfig
-from .errors import UserError
+from ..config import LlamaConfig, MobileBertConfig, ModelConfig
+from ..errors import UserError
 
 SIMD_ALIGN = 4  # int8 SIMD dot products take 4 lanes: FFN/hidden slices are multiples of 4
 

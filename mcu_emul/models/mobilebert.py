@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels as K
-from .config import MobileBertConfig
+from ..numerics import kernels as K
+from ..config import MobileBertConfig
 from .layout import Spec, matrix, vector
 from .partition import ChipSlice
-from .quant import ScaleMap, scale_for
+from ..numerics.quant import ScaleMap, scale_for
 
 LOG2E = 1.4426950408889634
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import LlamaConfig, MobileBertConfig
+from ..config import LlamaConfig, MobileBertConfig
 
 
 def _none(site, x):

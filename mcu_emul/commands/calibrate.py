@@ -13,10 +13,10 @@ import math
 import time
 from pathlib import Path
 
-from .config import load_chip, load_topology, with_values
+from ..config import load_chip, load_topology, with_values
 from .paper import TARGETS, dry_pool, errors_pct, evaluate
-from .presets import BOUNDS, PRESET_DIR, load_preset
-from .files import write_bytes
+from ..presets import BOUNDS, PRESET_DIR, load_preset
+from ..files.outputs import write_bytes
 
 # reduced run length while fitting: the scaled model's 64-chip run is the slowest, and its
 # speed-up does not change (to 0.01%) between 2 and 8 tokens; the rest as in the table
@@ -150,8 +150,8 @@ def write_preset(path, hw: str, topology: str, values: dict, table: dict, second
 
 def calibrate_cmd(hw: str, topology: str, out: str | None, sweeps: int = 1, start: str | None = None,
                   nm_iters: int = 60) -> int:
-    from .files import check_paths
-    from .config import table_path
+    from ..files.outputs import check_paths
+    from ..config import table_path
     check_paths({"--out": out}, {"--hw": table_path("hw", hw), "--topology": table_path("topology", topology),
                                  "--start": table_path("presets", start) if start else None})
     t0 = time.perf_counter()

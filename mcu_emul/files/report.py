@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 
-from .config import LlamaConfig
-from .files import write_bytes
-from .memory import fmt_bytes
+from ..config import LlamaConfig
+from .outputs import write_bytes
+from ..hardware.memory import fmt_bytes
 
 SCHEMA = "mcu_emul.report/1"
 
@@ -43,7 +43,7 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
     blocks = figures(res, "blocks")
     bad = [k for f in (fig, blocks) for k in ("latency_ms", "energy_mj", "edp_mj_ms") if not math.isfinite(f[k])]
     if bad:
-        from .errors import UserError
+        from ..errors import UserError
         raise UserError(f"the emulated {bad[0]} is not finite: the hardware parameters (--hw, --topology, "
                         "--set) combine into a cost no counter can hold")
     rep = {

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 CATS = ("compute", "onchip", "offchip", "link", "idle")
 
@@ -71,7 +71,7 @@ def validate(doc: dict, path: str):
 
 def plot(results: str, out: str) -> list[Path]:
     """Draw the three PNGs in memory, then write them (none is written if any input is bad)."""
-    from .files import check_paths, write_bytes
+    from ..files.outputs import check_paths, write_bytes
     doc = _load(results)
     validate(doc, results)
     out = Path(out)

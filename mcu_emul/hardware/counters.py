@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import costs
-from .config import ChipSpec, Topology
+from ..config import ChipSpec, Topology
 
 
 class ChipClock:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import CapacityError
+from ..errors import CapacityError
 
 ALIGN = 8
 CATEGORIES = ("weights", "params", "kv_cache", "activations")

@@ -1,7 +1,7 @@
 """Text <-> token ids through a Hugging Face tokenizer.json (optional `tokenizers` package)."""
 from __future__ import annotations
 
-from .errors import UserError
+from ..errors import UserError
 
 
 class Tokenizer:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import LlamaConfig, MobileBertConfig
-from .errors import UserError
+from ..config import LlamaConfig, MobileBertConfig
+from ..errors import UserError
 
 LLAMA2C_MAGIC = 0x616B3432
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import LlamaConfig
+from ..config import LlamaConfig
 from .reference import LlamaRef, mobilebert_f
 
 

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from .config import MAX_CONTEXT, known_models, load_model, table_path
-from .errors import UserError
-from .files import check_folder, check_paths
-from .presets import hardware
+from ..config import MAX_CONTEXT, known_models, load_model, table_path
+from ..errors import UserError
+from ..files.outputs import check_folder, check_paths
+from ..presets import hardware
 
 DEFAULT_MODEL = "tinyllama-42m"
 DEFAULT_PRESET = "siracusa-paper"
@@ -146,20 +146,9 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def ensure_weights(cfg, seed: int, t=None) -> str:
-    """The cached default weights file, made on first use (by rank 0 under MPI)."""
-    from .weights import cached_default_weights, default_weights_path
-    path = default_weights_path(cfg, seed)
-    if t is None or t.rank == 0:
-        path = cached_default_weights(cfg, seed, log=lambda m: print(m, file=sys.stderr, flush=True))
-    if t is not None:
-        t.barrier()
-    return str(path)
-
-
 def cmd_convert(a):
-    from . import convert
-    from .weights import write_weights
+    from ..files import convert
+    from ..files.weights import write_weights
     kind, src = a.src
     if kind not in ("hf", "llama2c"):
         raise UserError(f"--from {kind!r}: expected hf or llama2c")
@@ -195,10 +184,10 @@ def _model_inputs(a) -> dict:
 def run_spec_from_args(a, transport):
     """The run's model (checked against its weights file), inputs and hardware, all checked
     before any chip starts. Returns (spec, chips or None, tokenizer or None)."""
-    from .chip import FAIL_PHASES, RunSpec, validate_inputs
-    from .config import LlamaConfig
-    from .partition import check_chips
-    from .weights import WeightsFile
+    from ..chip import FAIL_PHASES, RunSpec, validate_inputs
+    from ..config import LlamaConfig
+    from ..models.partition import check_chips
+    from ..files.weights import WeightsFile
     if a.fail_at and a.fail_at not in FAIL_PHASES:
         raise UserError(f"--fail-at {a.fail_at!r}: phases are {', '.join(FAIL_PHASES)}")
     check_paths({"--json": a.json, "--trace": a.trace, "--save-logits": a.save_logits}, _model_inputs(a),
@@ -219,7 +208,7 @@ def run_spec_from_args(a, transport):
     if a.prompt is not None:
         if a.prompt_ids is not None:
             raise UserError("give --prompt or --prompt-ids, not both")
-        from .tokenizer import Tokenizer
+        from ..files.tokenizer import Tokenizer
         if not tj:
             raise UserError(f"--prompt needs a tokenizer, and {a.weights or 'the default weights'} has none: convert "
                             "a model folder that has tokenizer.json, or give --prompt-ids")
@@ -250,8 +239,8 @@ def run_spec_from_args(a, transport):
 
 
 def cmd_run(a, transport_factory):
-    from .chip import run_chip
-    from .transport import run_virtual
+    from ..chip import ensure_weights, run_chip
+    from ..comm.transport import run_virtual
     t = transport_factory()
     spec, chips, tok = run_spec_from_args(a, t)
     if a.dry_run and t is not None:          # under mpirun: rank 0 emulates the world size in-process
@@ -280,12 +269,12 @@ def _summary_stream(a):
 
 
 def finish_run(a, spec, res, wall) -> int:
-    from . import report
-    from .accuracy import check_float
-    from .files import write_json
+    from ..files import report
+    from ..numerics.accuracy import check_float
+    from ..files.outputs import write_json
     acc = None
     if a.check_float:
-        from .weights import WeightsFile
+        from ..files.weights import WeightsFile
         wf = WeightsFile(spec.weights)
         acc = check_float(res["cfg"], wf.read_float(), res)
         wf.close()
@@ -293,7 +282,7 @@ def finish_run(a, spec, res, wall) -> int:
     if a.json:
         write_json(a.json, rep)
     if a.trace:
-        from .trace import write_trace
+        from ..files.trace import write_trace
         write_trace(a.trace, res["traces"], res["freq_hz"], {"model": rep["model"], "chips": rep["chips"],
                                                              "latency_ms": rep["latency_ms"]})
     if a.save_logits:
@@ -305,7 +294,7 @@ def finish_run(a, spec, res, wall) -> int:
 
 
 def cmd_weights(a):
-    from .weights import make_weights
+    from ..files.weights import make_weights
     if a.wcmd != "make":
         raise UserError("usage: python -m mcu_emul weights make --model NAME [--seed S] --out FILE")
     check_paths({"--out": a.out}, {"--model": str(table_path("models", a.model))})
@@ -317,12 +306,12 @@ def cmd_weights(a):
 def cmd_sweep(a):
     import shlex
     from .sweep import grid, sweep
-    from .chip import PLACEMENTS
-    from .collectives import ALGORITHMS
+    from ..chip import PLACEMENTS
+    from ..comm.collectives import ALGORITHMS
     chips = _int_list(a.chips, "--chips")
     algs, places = _choice_list(a.allreduce, "--allreduce", ALGORITHMS), _choice_list(a.placement, "--placement", PLACEMENTS)
     cfg = load_model(a.model)
-    from .partition import check_chips
+    from ..models.partition import check_chips
     for n in chips:
         check_chips(cfg, n)
     pts = grid(chips, algs, places, a.set)

@@ -19,11 +19,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .config import LlamaConfig, ModelConfig, config_to_dict, load_model, model_from_dict
-from .errors import UserError
-from .files import write_bytes
-from .quant import quantize_rows
-from .reference import LlamaRef, mobilebert_f
+from ..config import LlamaConfig, ModelConfig, config_to_dict, load_model, model_from_dict
+from ..errors import UserError
+from .outputs import write_bytes
+from ..numerics.quant import quantize_rows
+from ..numerics.reference import LlamaRef, mobilebert_f
 
 FORMAT = "mcu_emul.weights"
 FORMAT_VERSION = 1

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .chip import RunSpec, run_chip
-from .config import ChipSpec, Topology
-from .report import figures
-from .transport import run_virtual
+from ..chip import RunSpec, run_chip
+from ..config import ChipSpec, Topology
+from ..files.report import figures
+from ..comm.transport import run_virtual
 
 # Run settings behind the figures (not published; ours): TinyLlama decode of prompt [1] and
 # 32 greedy tokens, figures averaged per token over KV positions 0..31; the scaled model the
@@ -120,8 +120,8 @@ def paper_cmd(dry: bool, preset: str, out: str | None) -> int:
     import sys
     import tempfile
     import time
-    from .files import check_paths, write_json
-    from .presets import hardware
+    from ..files.outputs import check_paths, write_json
+    from ..presets import hardware
     check_paths({"--json": out}, stdout_ok=("--json",))
     say = functools.partial(print, file=sys.stderr if out == "-" else sys.stdout)   # JSON owns stdout
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Start N ranks (emulated chips) with whichever MPI is installed: MPICH or Open MPI.
 
-    python -m mcu_emul.launcher N [run options...]     (launch/run.sh calls this)
+    python -m mcu_emul.commands.launcher N [run options...]     (launch/run.sh calls this)
 
 Uses MCU_EMUL_MPIEXEC, else the mpiexec next to this Python (the mpich wheel's), else the
 one on PATH. Open MPI gets --oversubscribe (more ranks than cores) and, as root,
@@ -24,7 +24,7 @@ def find_mpiexec() -> str:
         return str(here)
     found = shutil.which("mpiexec") or shutil.which("mpirun")
     if not found:
-        raise SystemExit("mcu_emul.launcher: no mpiexec found (pip install mpich, or set MCU_EMUL_MPIEXEC)")
+        raise SystemExit("mcu_emul launcher: no mpiexec found (pip install mpich, or set MCU_EMUL_MPIEXEC)")
     return found
 
 
@@ -57,7 +57,7 @@ def run_report(args: list[str], chips: int, json_path, dry: bool = False) -> dic
     """Run `python -m mcu_emul run ARGS --json json_path` on `chips` chips (MPI ranks, or
     in-process with dry) and return its report; a failed run is a one-line UserError."""
     import json
-    from .errors import UserError
+    from ..errors import UserError
     args = ["run", *args, "--json", str(json_path), "--quiet"]
     if dry:
         cmd = [sys.executable, "-m", "mcu_emul", *args, "--dry-run", "--chips", str(chips)]
@@ -89,7 +89,7 @@ def cause(stderr: str) -> str:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or not argv[0].isdigit() or int(argv[0]) < 1:
-        print("usage: python -m mcu_emul.launcher N [mcu_emul run options...]", file=sys.stderr)
+        print("usage: python -m mcu_emul.commands.launcher N [mcu_emul run options...]", file=sys.stderr)
         return 2
     n, rest = int(argv[0]), argv[1:]
     if not rest or rest[0].startswith("-"):

@@ -1,0 +1,1 @@
+"""The chip as hardware: cost functions, emulated clocks and counters, memory, placement."""

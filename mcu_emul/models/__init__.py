@@ -1,0 +1,1 @@
+"""Model blocks (TinyLlama, MobileBERT), what each chip stores, and the partition plan."""
