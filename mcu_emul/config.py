@@ -10,7 +10,20 @@ from pathlib import Path
 from .errors import UserError
 from .fields import bound, check, coerce
 
-DATA_DIR = Path(os.environ.get("MCU_EMUL_DATA", Path(__file__).resolve().parent.parent / "data"))
+def _data_dir() -> Path:
+    """The data files: $MCU_EMUL_DATA, else the source tree's data/ (a checkout or an editable
+    install), else PREFIX/share/mcu_emul/data where a wheel installs them (PREFIX: the folder
+    that holds lib/pythonX.Y/site-packages/mcu_emul)."""
+    if os.environ.get("MCU_EMUL_DATA"):
+        return Path(os.environ["MCU_EMUL_DATA"])
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "data", here.parents[3] / "share" / "mcu_emul" / "data" if len(here.parents) > 3 else None):
+        if cand is not None and (cand / "models").is_dir():
+            return cand
+    return here.parent / "data"
+
+
+DATA_DIR = _data_dir()
 
 
 # Limits of a model description (README "Limits"): far beyond any model a cluster of MCUs can
@@ -326,6 +339,11 @@ def with_values(chip: ChipSpec, topo: Topology, values: dict, where: str = "--se
 
 def with_overrides(chip: ChipSpec, topo: Topology, sets: list[str]) -> tuple[ChipSpec, Topology]:
     """Apply `--set section.key=value` strings (values parsed as TOML, else kept as text)."""
+    return with_values(chip, topo, parse_sets(sets))
+
+
+def parse_sets(sets: list[str]) -> dict:
+    """`--set section.key=value` strings -> {"section.key": value} (TOML values, else text)."""
     values = {}
     for item in sets:
         if "=" not in item or "." not in item.split("=", 1)[0]:
@@ -335,4 +353,4 @@ def with_overrides(chip: ChipSpec, topo: Topology, sets: list[str]) -> tuple[Chi
             values[lhs] = tomllib.loads(f"v = {val}")["v"]
         except tomllib.TOMLDecodeError:
             values[lhs] = val
-    return with_values(chip, topo, values)
+    return values

@@ -51,8 +51,9 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def hardware(hw: str, topology: str, preset: str, sets: list[str]):
-    """Chip and topology descriptions, the preset's fitted values, then --set overrides.
+def hardware(hw: str, topology: str, preset: str, sets: list[str], values: dict | None = None):
+    """Chip and topology descriptions, the preset's fitted values, then --set overrides
+    (strings) and the API's overrides (values).
     A preset was fitted for one hardware and one topology description: applied to another,
     its values would silently replace the user's, so that is refused."""
     chip, topo = load_chip(hw), load_topology(topology)
@@ -63,4 +64,5 @@ def hardware(hw: str, topology: str, preset: str, sets: list[str]):
                 raise UserError(f"--preset {preset} was fitted for {kind} '{p[kind]}', not {opt} {given}: its "
                                 f"fitted values would replace yours; give --preset none (and --set for changes)")
         chip, topo = with_values(chip, topo, p["fitted"], f"{p['path']} [fitted]")
-    return with_overrides(chip, topo, sets)
+    chip, topo = with_overrides(chip, topo, sets)
+    return with_values(chip, topo, values or {}, "overrides")

@@ -558,7 +558,7 @@ def test_unusable_cache_folder(tmp_path):
     assert_one_line_error(p, ["MCU_EMUL_CACHE", "afile", "not a writable folder"], "cache is a file")
 
 
-@pytest.mark.mpi
+@pytest.mark.mpiexec
 def test_commands_that_start_processes_refuse_mpiexec(tmp_path):
     p = _run(["sweep", "--model", "tinyllama-tiny", "--chips", "1", "--dry-run", "--out", "sw"], tmp_path, n=2)
     assert_one_line_error(p, ["'sweep' is not run one rank per chip", "starts its own processes"], "sweep under mpiexec")
@@ -629,7 +629,7 @@ MPI_CASES = [
 ]
 
 
-@pytest.mark.mpi
+@pytest.mark.mpiexec
 @pytest.mark.parametrize("cid,args,needles", MPI_CASES, ids=[c[0] for c in MPI_CASES])
 def test_bad_input_under_mpiexec(bad, tiny_weights, tmp_path, cid, args, needles):
     if "w_nan_last_rank" not in bad:      # row 150 of 176 FFN rows: chip 3 of 4 owns it

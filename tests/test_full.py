@@ -42,7 +42,7 @@ def test_tinyllama_memory(full_weights, tmp_path):
     assert r1["output_sha256"] != "" and r1["per_chip"][0]["onchip_used_bytes"] <= 6 * 2**20
 
 
-@pytest.mark.mpi
+@pytest.mark.mpiexec
 def test_tinyllama_bit_exact_mpi(full_weights, tmp_path):
     w, m = full_weights["tinyllama-42m"], "tinyllama-42m"
     ref = _run(tmp_path, w, m, "--gen-tokens", "6", name="ref")
@@ -51,7 +51,7 @@ def test_tinyllama_bit_exact_mpi(full_weights, tmp_path):
         assert (r["output_sha256"], r["token_ids"]) == (ref["output_sha256"], ref["token_ids"]), n
 
 
-@pytest.mark.mpi
+@pytest.mark.mpiexec
 def test_mobilebert_bit_exact_mpi(full_weights, tmp_path):
     w, m = full_weights["mobilebert"], "mobilebert"
     ref = _run(tmp_path, w, m, name="ref")
@@ -65,7 +65,7 @@ COUNTERS = ("cycles", "busy_cycles", "idle_cycles", "cycles_by_category", "energ
             "sections")
 
 
-@pytest.mark.mpi
+@pytest.mark.mpiexec
 @pytest.mark.parametrize("model,counts,extra", [("tinyllama-42m", (1, 2, 4, 8), ["--gen-tokens", "4"]),
                                                 ("mobilebert", (1, 2, 4), ["--seq-len", "64"])])
 def test_dry_run_counters_equal_mpi_run(full_weights, tmp_path, model, counts, extra):

@@ -5,13 +5,13 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parent.parent / "mcu_emul"
 # bottom to top; a module may import from its own layer and the layers below
 LAYERS = ["base", "numerics", "models", "hardware", "comm", "files", "chip", "commands", "entry"]
-TOP = {"errors": "base", "fields": "base", "config": "base", "presets": "base", "chip": "chip",
-       "__main__": "entry", "__init__": "entry"}
+TOP = {"errors": "base", "fields": "base", "config": "base", "presets": "base", "chip": "chip", "api": "commands",
+       "__main__": "entry", "__init__": "entry", "testing": "entry"}
 
 
 def layer_of(parts: tuple) -> str:
     """('numerics', 'quant') -> 'numerics'; ('config',) -> 'base'."""
-    return parts[0] if parts[0] in LAYERS and parts[0] != "chip" else TOP[parts[0]]
+    return parts[0] if parts[0] in LAYERS and parts[0] not in TOP else TOP[parts[0]]
 
 
 def imports(path: Path):

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT, cleanup_mpich, env, mpiexec_path, run_cli
 
-pytestmark = pytest.mark.mpi
+pytestmark = pytest.mark.mpiexec
 
 
 def report(tmp_path, weights, model, n, *extra):

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, cleanup_mpich, run_cli
 from slurm_cluster import SlurmCluster, missing
 
-pytestmark = pytest.mark.mpi
+pytestmark = pytest.mark.mpiexec
 
 
 @pytest.fixture(scope="module")

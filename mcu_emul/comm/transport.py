@@ -15,7 +15,18 @@ import numpy as np
 
 
 class Aborted(Exception):
-    """Another rank failed; this one stops."""
+    """Another rank failed; this one stops. Carries that rank's error (kind and message)."""
+
+    def __init__(self, msg: str, kind: str = "", rank: int = -1):
+        super().__init__(msg)
+        self.kind, self.rank = kind, rank
+
+    def as_error(self) -> Exception:
+        """The failing rank's error, to raise here too: a UserError stays a UserError."""
+        from ..errors import UserError
+        if self.kind == "UserError":
+            return UserError(str(self))
+        return RuntimeError(f"rank {self.rank} failed: {self.kind}: {self}")
 
 
 class Transport:
@@ -142,12 +153,18 @@ class MPITransport(Transport):
     ranks waiting for a message do not spin and starve the ranks still computing."""
 
     TAG = 17
+    FAIL_TAG = 18
 
-    def __init__(self, comm=None):
+    def __init__(self, comm=None, private: bool = False):
+        """private: work on a duplicate of comm (the API: each run in its own context, so that
+        a failed run leaves nothing behind), and turn a failure notice from another rank into
+        Aborted in every wait (instead of MPI_Abort, which would end the caller's job)."""
         super().__init__()
         from mpi4py import MPI
         self.MPI = MPI
-        self.comm = comm if comm is not None else MPI.COMM_WORLD
+        comm = comm if comm is not None else MPI.COMM_WORLD
+        self.private = private
+        self.comm = comm.Dup() if private else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self._pending = []
 
@@ -158,6 +175,15 @@ class MPITransport(Transport):
     def _wait(self, req):
         i = 0
         while not req.Test():
+            if self.private and self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=self.FAIL_TAG):
+                req.Cancel()
+                import pickle
+                st = self.MPI.Status()
+                self.comm.Probe(source=self.MPI.ANY_SOURCE, tag=self.FAIL_TAG, status=st)
+                buf = np.empty(st.Get_count(self.MPI.BYTE), np.uint8)
+                self.comm.Recv(buf, source=st.Get_source(), tag=self.FAIL_TAG)
+                kind, msg = pickle.loads(buf.tobytes())
+                raise Aborted(msg, kind, st.Get_source())
             self._progress()
             i += 1
             if i > 50:
@@ -188,6 +214,25 @@ class MPITransport(Transport):
         self.finish()
         self._wait(self.comm.Ibarrier())
 
+    def notify_failure(self, e: BaseException):
+        """Tell every other rank that this one failed (kind and message), so that their waits
+        raise Aborted instead of hanging; wait until the notices are sent."""
+        import pickle
+        data = np.frombuffer(pickle.dumps((type(e).__name__, str(e))), np.uint8).copy()
+        reqs = [self.comm.Isend(data, dest=r, tag=self.FAIL_TAG) for r in range(self.size) if r != self.rank]
+        for r in reqs:
+            r.Wait()
+
+    def close(self):
+        """End a private run: free its duplicate communicator (pending messages of a failed
+        run are cancelled, not waited for)."""
+        if self.private:
+            for r, _ in self._pending:
+                if not r.Test():
+                    r.Cancel()
+            self._pending = []
+            self.comm.Free()
+
     def abort(self, code: int):
         """End the whole job now. First unlink the MPICH shared-memory segments this rank maps
         (they would outlive the abort; unlinking a mapped segment is safe), give the launcher a
@@ -205,6 +250,12 @@ class MPITransport(Transport):
         except OSError:
             pass
         self.comm.Abort(code)
+
+
+def world():
+    """COMM_WORLD (for the API's 'started by an MPI launcher' case)."""
+    from mpi4py import MPI
+    return MPI.COMM_WORLD
 
 
 def _own_shm_segments() -> list[str]:

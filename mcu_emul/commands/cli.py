@@ -6,19 +6,16 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from pathlib import Path
 
-from ..config import MAX_CONTEXT, known_models, load_model, table_path
+import dataclasses
+
+from ..api import DEFAULT_MODEL, DEFAULT_PRESET, MAX_CHIPS, MAX_SEED, PAYLOADS, RunOptions, execute, summary_stream
+from ..chip import PLACEMENTS
+from ..comm.collectives import ALGORITHMS
+from ..config import MAX_CONTEXT, known_models, load_model, parse_sets, table_path
 from ..errors import UserError
 from ..files.outputs import check_folder, check_paths
-from ..presets import hardware
-
-DEFAULT_MODEL = "tinyllama-42m"
-DEFAULT_PRESET = "siracusa-paper"
-MAX_CHIPS = 4096
-MAX_SEED = 2**63 - 1
-
 
 class Parser(argparse.ArgumentParser):
     """argparse whose errors are ours: one line `mcu_emul: error: ...`, exit 2 (no usage dump);
@@ -80,11 +77,11 @@ def parser() -> argparse.ArgumentParser:
                    help="sequence length, encoder (default: the --prompt-ids given, else 128)")
     r.add_argument("--chips", type=_int_in(1, MAX_CHIPS),
                    help="in-process emulated chips when not under mpirun (default 1)")
-    r.add_argument("--placement", choices=("auto", "stationary", "stream"), default="auto")
-    r.add_argument("--allreduce", choices=("hierarchical", "ring", "flat"), default="hierarchical")
+    r.add_argument("--placement", choices=PLACEMENTS, default="auto")
+    r.add_argument("--allreduce", choices=ALGORITHMS, default="hierarchical")
     r.add_argument("--topology", default="siracusa-boards", help="data/topology NAME or a .toml path")
     r.add_argument("--hw", default="siracusa", help="data/hw NAME or a .toml path")
-    r.add_argument("--payload", choices=("int32", "int8"), default="int32",
+    r.add_argument("--payload", choices=PAYLOADS, default="int32",
                    help="partial sums travel as exact int32 (default) or requantized int8")
     r.add_argument("--preset", default=DEFAULT_PRESET,
                    help=f"fitted parameter values from data/presets (default {DEFAULT_PRESET}; 'none' for the raw files)")
@@ -171,125 +168,19 @@ def cmd_convert(a):
     return 0
 
 
-def _model_inputs(a) -> dict:
-    """The files a run reads (for the output-collision check), data files named by name too."""
-    ins = {"--weights": a.weights}
-    for opt, kind, v in (("--model", "models", a.model), ("--hw", "hw", a.hw), ("--topology", "topology", a.topology),
-                         ("--preset", "presets", a.preset)):
-        if v:
-            ins[opt] = str(table_path(kind, v))
-    return ins
-
-
-def run_spec_from_args(a, transport):
-    """The run's model (checked against its weights file), inputs and hardware, all checked
-    before any chip starts. Returns (spec, chips or None, tokenizer or None)."""
-    from ..chip import FAIL_PHASES, RunSpec, validate_inputs
-    from ..config import LlamaConfig
-    from ..models.partition import check_chips
-    from ..files.weights import WeightsFile
-    if a.fail_at and a.fail_at not in FAIL_PHASES:
-        raise UserError(f"--fail-at {a.fail_at!r}: phases are {', '.join(FAIL_PHASES)}")
-    check_paths({"--json": a.json, "--trace": a.trace, "--save-logits": a.save_logits}, _model_inputs(a),
-                stdout_ok=("--json", "--trace", "--save-logits"))
-    if a.dry_run and (a.check_float or a.save_logits):
-        raise UserError("--check-float and --save-logits need the numerics: drop --dry-run")
-    given = load_model(a.model) if a.model is not None else None
-    if a.weights is not None and a.seed is not None:
-        raise UserError(f"--seed {a.seed} picks the generated default weights; it has no effect with --weights")
-    a.seed = a.seed or 0
-    if a.weights is not None:
-        wf = WeightsFile(a.weights, expect=given)
-        cfg, tj = wf.cfg, wf.tokenizer_json
-        wf.close()
-    else:
-        cfg, tj = given or load_model(DEFAULT_MODEL), None
-    tok = None
-    if a.prompt is not None:
-        if a.prompt_ids is not None:
-            raise UserError("give --prompt or --prompt-ids, not both")
-        from ..files.tokenizer import Tokenizer
-        if not tj:
-            raise UserError(f"--prompt needs a tokenizer, and {a.weights or 'the default weights'} has none: convert "
-                            "a model folder that has tokenizer.json, or give --prompt-ids")
-        tok = Tokenizer.from_json(tj)
-        a.prompt_ids = tok.encode(a.prompt)
-    decode = isinstance(cfg, LlamaConfig)
-    if decode and a.seq_len is not None:
-        raise UserError(f"--seq-len is for encoders; model '{cfg.name}' decodes: use --gen-tokens")
-    if not decode and a.gen_tokens is not None:
-        raise UserError(f"--gen-tokens is for decoders; model '{cfg.name}' encodes: use --seq-len")
-    if a.gen_tokens is None:
-        from .paper import PAPER_RUN
-        a.gen_tokens = PAPER_RUN.get(cfg.name, {}).get("gen_tokens", 32)
-    seq_len = a.seq_len or (len(a.prompt_ids) if a.prompt_ids else min(128, getattr(cfg, "max_positions", 128)))
-    if transport is not None and a.chips is not None and a.chips != transport.size:
-        raise UserError(f"--chips {a.chips} differs from the MPI world size {transport.size}; omit --chips under mpirun")
-    chips = transport.size if transport is not None else (a.chips or 1)
-    check_chips(cfg, chips)
-    if a.fail_rank >= chips:
-        raise UserError(f"--fail-rank {a.fail_rank}: there are only {chips} chips")
-    chip, topo = hardware(a.hw, a.topology, a.preset, a.set)
-    spec = RunSpec(model=cfg.name, cfg=cfg, weights=a.weights or "", chip=chip, prompt_ids=a.prompt_ids,
-                   gen_tokens=a.gen_tokens, seq_len=seq_len, placement=a.placement, allreduce=a.allreduce,
-                   topology=topo, payload=a.payload, fail_rank=a.fail_rank, fail_at=a.fail_at, dry_run=a.dry_run,
-                   trace=bool(a.trace))
-    validate_inputs(cfg, spec)
-    return spec, chips, tok
+def _run_options(a) -> RunOptions:
+    """The `run` command's namespace as the API's options (argparse has checked the values)."""
+    names = {f.name for f in dataclasses.fields(RunOptions)} - {"overrides"}
+    return RunOptions(**{k: (a.set if k == "sets" else getattr(a, k)) for k in names})
 
 
 def cmd_run(a, transport_factory):
-    from ..chip import ensure_weights, run_chip
-    from ..comm.transport import run_virtual
-    t = transport_factory()
-    spec, chips, tok = run_spec_from_args(a, t)
-    if a.dry_run and t is not None:          # under mpirun: rank 0 emulates the world size in-process
-        if t.rank != 0:
-            return 0
-        t = None
-    if not spec.weights and not spec.dry_run:
-        spec.weights = ensure_weights(spec.cfg, a.seed, t)
-    t0 = time.perf_counter()
-    if t is not None:
-        res = run_chip(spec, t)
-    else:
-        res = run_virtual(chips, lambda tt: run_chip(spec, tt))[0]
-    wall = time.perf_counter() - t0
-    if res is None:
-        return 0
-    code = finish_run(a, spec, res, wall)
-    if tok is not None and not a.quiet:
-        print(f"  text: {a.prompt}{tok.decode(res['token_ids'])}", file=_summary_stream(a))
-    return code
-
-
-def _summary_stream(a):
-    """The summary goes to stdout, or to stderr when an output is written to stdout."""
-    return sys.stderr if "-" in (a.json, a.trace, a.save_logits) else sys.stdout
-
-
-def finish_run(a, spec, res, wall) -> int:
-    from ..files import report
-    from ..numerics.accuracy import check_float
-    from ..files.outputs import write_json
-    acc = None
-    if a.check_float:
-        from ..files.weights import WeightsFile
-        wf = WeightsFile(spec.weights)
-        acc = check_float(res["cfg"], wf.read_float(), res)
-        wf.close()
-    rep = report.build(res, spec, acc, wall)
-    if a.json:
-        write_json(a.json, rep)
-    if a.trace:
-        from ..files.trace import write_trace
-        write_trace(a.trace, res["traces"], res["freq_hz"], {"model": rep["model"], "chips": rep["chips"],
-                                                             "latency_ms": rep["latency_ms"]})
-    if a.save_logits:
-        import numpy as np
-        report.save_npy(a.save_logits, (res["output"].astype(np.float64) * res["output_scale"]).astype(np.float32))
-    if not a.quiet:
-        print(report.summary(rep), file=_summary_stream(a))
+    o, t = _run_options(a), transport_factory()
+    rep, tok = execute(o, t)
+    if (t is None or t.rank == 0) and not a.quiet:
+        print(rep.summary(), file=summary_stream(o))
+        if tok is not None:
+            print(f"  text: {a.prompt}{tok.decode(rep.token_ids)}", file=summary_stream(o))
     return 0
 
 
@@ -305,18 +196,9 @@ def cmd_weights(a):
 
 def cmd_sweep(a):
     import shlex
-    from .sweep import grid, sweep
-    from ..chip import PLACEMENTS
-    from ..comm.collectives import ALGORITHMS
+    from .sweep import sweep
     chips = _int_list(a.chips, "--chips")
     algs, places = _choice_list(a.allreduce, "--allreduce", ALGORITHMS), _choice_list(a.placement, "--placement", PLACEMENTS)
-    cfg = load_model(a.model)
-    from ..models.partition import check_chips
-    for n in chips:
-        check_chips(cfg, n)
-    pts = grid(chips, algs, places, a.set)
-    for p in pts:                                  # every override value checked before the first run
-        hardware("siracusa", "siracusa-boards", DEFAULT_PRESET, p["overrides"])
     try:
         extra = shlex.split(a.run_args)
     except ValueError as e:
@@ -324,10 +206,16 @@ def cmd_sweep(a):
     owned = [x.split("=")[0] for x in extra if x.split("=")[0] in SWEEP_OWNS]
     if owned:
         raise UserError(f"--run-args {owned[0]}: the sweep sets it for every point (use the sweep's own options)")
+    ra = parser().parse_args(["run", *extra])                 # the same checks as `run` itself
+    o = _run_options(ra)
+    options = {k: getattr(o, k) for k in ("weights", "seed", "prompt_ids", "prompt", "gen_tokens", "seq_len", "topology",
+                                          "hw", "payload", "preset", "check_float") if getattr(o, k) != getattr(RunOptions, k, None)}
+    if o.sets:
+        options["overrides"] = parse_sets(o.sets)
     out = check_folder("--out", a.out)
     check_paths({"--out sweep.csv": out / "sweep.csv", "--out sweep.json": out / "sweep.json"},
                 {"--model": str(table_path("models", a.model))})
-    rows = sweep(a.model, pts, extra, a.dry_run, out, a.quiet)
+    rows = sweep(a.model, chips, algs, places, a.set, options, a.dry_run, out, a.quiet)
     if not a.quiet:
         for r in rows:
             print(f"{r['chips']:>3} chips {r['allreduce']:>12} {r['placement']:>10} {r['overrides']:30s} "

@@ -1,75 +1,79 @@
-"""Sweep runner: a grid of chip counts, all-reduce algorithms, placements and hardware/link
-overrides; every point is a `run` (real MPI, or --dry-run in-process); results merged into
-one CSV and one JSON, written whole."""
+"""Sweep command: a grid of chip counts, all-reduce algorithms, placements and hardware/link
+overrides, run through the API (`mcu_emul.sweep`: dry runs in-process, real runs one
+`mpiexec` per point); results merged into one CSV and one JSON, written whole."""
 from __future__ import annotations
 
 import csv
 import io
-import itertools
 import sys
-import tempfile
+import tomllib
 from pathlib import Path
 
+from ..api import grid_points, sweep as api_sweep
 from ..errors import UserError
-from .launcher import run_report
 from ..files.outputs import write_bytes, write_json
 
 COLUMNS = ("model", "chips", "allreduce", "placement_asked", "placement", "overrides", "latency_ms",
-           "energy_mj", "edp_mj_ms", "blocks_latency_ms", "blocks_energy_mj", "blocks_edp_mj_ms", "offchip_bytes", "link_bytes", "weight_bytes_total", "output_sha256")
+           "energy_mj", "edp_mj_ms", "blocks_latency_ms", "blocks_energy_mj", "blocks_edp_mj_ms", "offchip_bytes",
+           "link_bytes", "weight_bytes_total", "output_sha256")
 
 
-def grid(chips: list[int], allreduce: list[str], placement: list[str], sets: list[str]) -> list[dict]:
-    """Cartesian product; each --set KEY=V1,V2 adds an axis."""
-    axes = []
+def axes_from_sets(sets: list[str]) -> dict:
+    """`--set SECTION.KEY=V1,V2` strings -> {"SECTION.KEY": ["V1", "V2"]} (the text as given)."""
+    axes = {}
     for s in sets:
-        if "=" not in s:
+        if "=" not in s or "." not in s.split("=", 1)[0]:
             raise UserError(f"--set {s!r}: expected SECTION.KEY=V1[,V2...]")
         k, vals = s.split("=", 1)
-        axes.append([f"{k}={v}" for v in vals.split(",")])
-    points = []
-    for n, alg, pl, *ov in itertools.product(chips, allreduce, placement, *axes):
-        points.append({"chips": n, "allreduce": alg, "placement": pl, "overrides": list(ov)})
-    return points
+        axes[k] = vals.split(",")
+    return axes
+
+
+def _value(v: str):
+    try:
+        return tomllib.loads(f"v = {v}")["v"]
+    except tomllib.TOMLDecodeError:
+        return v
 
 
 class Progress:
     """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
 
-    def __init__(self, total: int, quiet: bool):
-        self.total, self.quiet, self.done = total, quiet, 0
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
         self.tty = sys.stderr.isatty()
 
-    def step(self, what: str):
-        self.done += 1
+    def __call__(self, done: int, total: int, p: dict):
         if self.quiet:
             return
-        bar = "#" * (20 * self.done // self.total)
-        msg = f"[{bar:<20}] {self.done}/{self.total} {what}"
+        what = f"chips={p['chips']} {p['allreduce']} {p['placement']} " + " ".join(
+            f"{k}={v}" for k, v in p["overrides"].items())
+        bar = "#" * (20 * done // total)
+        msg = f"[{bar:<20}] {done}/{total} {what}"
         print(("\r" + msg + " " * 10) if self.tty else msg, end="" if self.tty else "\n", file=sys.stderr,
               flush=True)
-        if self.tty and self.done == self.total:
+        if self.tty and done == total:
             print(file=sys.stderr)
 
 
-def run_point(model: str, p: dict, extra: list[str], dry: bool, tmp: Path, index: int = 0) -> dict:
-    args = ["--model", model, "--allreduce", p["allreduce"], "--placement", p["placement"], *extra]
-    for o in p["overrides"]:
-        args += ["--set", o]
-    rep = run_report(args, p["chips"], tmp / f"point-{index}.json", dry)
-    return {"model": model, "chips": p["chips"], "allreduce": p["allreduce"], "placement_asked": p["placement"],
-            "placement": rep["placement"], "overrides": ";".join(p["overrides"]),
-            **{k: rep[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms")},
-            **{f"blocks_{k}": rep["blocks"][k] for k in ("latency_ms", "energy_mj", "edp_mj_ms")},
-            **{k: rep[k] for k in ("offchip_bytes", "link_bytes", "weight_bytes_total", "output_sha256")}}
+def _label(p: dict) -> str:
+    return ";".join(f"{k}={v}" for k, v in p["overrides"].items())
 
 
-def sweep(model: str, points: list[dict], extra: list[str], dry: bool, out: Path, quiet: bool) -> list[dict]:
-    prog = Progress(len(points), quiet)
+def sweep(model: str, chips, algs, places, sets: list[str], options: dict, dry: bool, out: Path,
+          quiet: bool) -> list[dict]:
+    axes = axes_from_sets(sets)
+    pts = grid_points(chips, algs, places, axes)                  # labels: the values as typed
+    grid = {"chips": chips, "allreduce": algs, "placement": places,
+            **{k: [_value(v) for v in vals] for k, vals in axes.items()}}
+    reports = api_sweep(model, grid=grid, dry_run=dry, progress=Progress(quiet), **options)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, p in enumerate(points):
-            rows.append(run_point(model, p, extra, dry, Path(tmp), i))
-            prog.step(f"{model} chips={p['chips']} {p['allreduce']} {p['placement']} {' '.join(p['overrides'])}")
+    for p, rep in zip(pts, reports):
+        rows.append({"model": rep.model, "chips": p["chips"], "allreduce": p["allreduce"],
+                     "placement_asked": p["placement"], "placement": rep.placement, "overrides": _label(p),
+                     **{k: rep[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms")},
+                     **{f"blocks_{k}": rep.blocks[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms")},
+                     **{k: rep[k] for k in ("offchip_bytes", "link_bytes", "weight_bytes_total", "output_sha256")}})
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS)

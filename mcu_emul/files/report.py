@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from ..config import LlamaConfig
-from .outputs import write_bytes
+from .outputs import write_bytes, write_json
 from ..hardware.memory import fmt_bytes
 
 SCHEMA = "mcu_emul.report/1"
@@ -117,3 +117,40 @@ def summary(rep: dict) -> str:
         lines.append("  accuracy vs float: " + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()
                                                          if isinstance(v, float)))
     return "\n".join(lines)
+
+
+class Report:
+    """A run report as an object: the JSON report's keys as attributes (`r.latency_ms`,
+    `r.energy_mj`, `r.edp_mj_ms`, `r.blocks`, `r.chips`, `r.per_chip`, `r.output_sha256`, ...);
+    `to_dict()` is what `--json` writes (same schema); `save(path)` writes it."""
+
+    def __init__(self, doc: dict):
+        self._doc = doc
+
+    def __getattr__(self, name):
+        try:
+            return self._doc[name]
+        except KeyError:
+            raise AttributeError(f"report has no field {name!r} (fields: {', '.join(self._doc)})") from None
+
+    def __getitem__(self, key):
+        return self._doc[key]
+
+    def __eq__(self, other):
+        return isinstance(other, Report) and self._doc == other._doc
+
+    def __repr__(self):
+        return (f"Report({self._doc['model']} on {self._doc['chips']} chip(s): latency {self._doc['latency_ms']:.4g} ms, "
+                f"energy {self._doc['energy_mj']:.4g} mJ per {self._doc['figures_per']})")
+
+    def to_dict(self) -> dict:
+        import copy
+        return copy.deepcopy(self._doc)
+
+    def save(self, path):
+        from .outputs import check_paths
+        check_paths({"path": path}, stdout_ok=("path",))
+        write_json(path, self._doc)
+
+    def summary(self) -> str:
+        return summary(self._doc)
