@@ -6,7 +6,8 @@ The Python API (see README "Python API"):
     Report                                      the JSON report as an object
     UserError                                   what bad input raises (the CLI's `mcu_emul: error:`)
 """
-__version__ = "0.1.0"
+from ._version import __version__
+
 __all__ = ["run", "sweep", "Report", "UserError", "__version__"]
 
 

@@ -162,7 +162,7 @@ def resolve(o: RunOptions, transport):
     return spec, chips, tok
 
 
-def execute(o: RunOptions, transport) -> tuple[Report, object]:
+def execute(o: RunOptions, transport, invocation: str = "") -> tuple[Report, object]:
     """Run one configuration: on the ranks of `transport` (one chip each), or on in-process
     chips when it is None. Output files are written by rank 0; every rank gets the Report.
     Returns (report, tokenizer or None)."""
@@ -175,17 +175,63 @@ def execute(o: RunOptions, transport) -> tuple[Report, object]:
     if spec.dry_run or t is None:                 # dry runs: rank 0 emulates every chip in-process
         if t is None or t.rank == 0:
             res = run_virtual(chips, lambda tt: run_chip(spec, tt))[0]
-            rep = _finish(o, spec, res, time.perf_counter() - t0)
+            rep = _finish(o, spec, res, time.perf_counter() - t0, provenance(o, spec, invocation, t))
     else:
         res = run_chip(spec, t)
         if res is not None:
-            rep = _finish(o, spec, res, time.perf_counter() - t0)
+            rep = _finish(o, spec, res, time.perf_counter() - t0, provenance(o, spec, invocation, t))
     if t is not None:
         rep = t.bcast_obj(rep)
     return Report(rep), tok
 
 
-def _finish(o: RunOptions, spec, res, wall) -> dict:
+def provenance(o: RunOptions, spec, invocation: str, transport) -> dict:
+    """What produced a report: version, invocation, preset and the fitted values applied,
+    overrides, the data files and the weights file (each with its sha256, or the generator's
+    model and seed), the input seed, library versions."""
+    import hashlib
+    import platform
+    from importlib import metadata
+    from ._version import __version__
+    from .comm.transport import mpi_library_version
+    from .config import parse_sets
+    from .presets import load_preset
+
+    def sha256(path):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    def file(kind, name):
+        p = table_path(kind, name)
+        return {"name": name, "path": str(p.resolve()), "sha256": sha256(p)}
+
+    def version(pkg):
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+    if spec.weights:
+        weights = {"path": str(os.path.abspath(spec.weights)), "sha256": sha256(spec.weights),
+                   "generated": o.weights is None}
+        if o.weights is None:
+            weights |= {"model": spec.cfg.name, "seed": o.seed or 0}
+    else:
+        weights = None                                # a dry run reads no weights
+    return {"mcu_emul_version": __version__, "invocation": invocation,
+            "preset": o.preset, "fitted": dict(load_preset(o.preset)["fitted"]) if o.preset != "none" else {},
+            "overrides": parse_sets(o.sets) | (o.overrides or {}),
+            "model_file": file("models", o.model) if o.model is not None and o.weights is None else None,
+            "hw_file": file("hw", o.hw), "topology_file": file("topology", o.topology),
+            "weights": weights, "input_seed": spec.input_seed,
+            "versions": {"python": platform.python_version(), "numpy": version("numpy"), "h5py": version("h5py"),
+                         "mpi4py": version("mpi4py"), "mpich": version("mpich"),
+                         "mpi_library": mpi_library_version() if transport is not None else None}}
+
+
+def _finish(o: RunOptions, spec, res, wall, prov: dict) -> dict:
     """Rank 0: accuracy, the report, and the output files."""
     from .files import report
     from .numerics.accuracy import check_float
@@ -195,7 +241,7 @@ def _finish(o: RunOptions, spec, res, wall) -> dict:
         wf = WeightsFile(spec.weights)
         acc = check_float(res["cfg"], wf.read_float(), res)
         wf.close()
-    rep = report.build(res, spec, acc, wall)
+    rep = report.build(res, spec, acc, wall) | {"provenance": prov}
     if o.json:
         write_json(o.json, rep)
     if o.trace:
@@ -223,11 +269,12 @@ def run(model: str | None = None, chips: int | None = None, *, comm=None, **opti
     if comm is None and chips is None and mpi_launched():
         from .comm.transport import world
         comm = world()
+    call = "mcu_emul.run(" + ", ".join(f"{k}={v!r}" for k, v in dict(options, model=model, chips=chips).items()) + ")"
     if comm is None:
-        return execute(o, None)[0]
+        return execute(o, None, call)[0]
     t = MPITransport(comm, private=True)
     try:
-        return execute(o, t)[0]
+        return execute(o, t, call)[0]
     except Aborted as e:
         raise e.as_error() from None
     except BaseException as e:
@@ -273,7 +320,8 @@ def sweep(model: str = DEFAULT_MODEL, grid: dict | None = None, dry_run: bool = 
         hardware(o.hw, o.topology, o.preset, [], o.overrides)
     out = []
     for i, o in enumerate(checked):
-        out.append(execute(o, None)[0] if dry_run else _real_point(o))
+        call = f"mcu_emul.sweep({model!r}, grid={grid!r}, dry_run={dry_run!r}, ...) point {i}"
+        out.append(execute(o, None, call)[0] if dry_run else _real_point(o))
         if progress:
             progress(i + 1, len(checked), pts[i])
     return out

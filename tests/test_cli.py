@@ -104,3 +104,22 @@ def test_bench_prints_ratio(monkeypatch, tmp_path):
     p = run_cli(["bench", "--model", "tinyllama-tiny", "--tokens", "6"])
     assert p.returncode == 0, p.stderr
     assert "int8 path" in p.stdout and "float32 reference" in p.stdout and "ratio int8/float" in p.stdout
+
+
+def test_report_provenance_and_version(tiny_weights, tmp_path):
+    import hashlib
+    js = tmp_path / "r.json"
+    w = tiny_weights["tinyllama-tiny"]
+    p = run_cli(["run", "--weights", w, "--chips", "2", "--gen-tokens", "2", "--set", "link.link_bytes_per_s=4e8",
+                 "--preset", "none", "--json", js, "--quiet"])
+    assert p.returncode == 0, p.stderr
+    pv = json.loads(js.read_text())["provenance"]
+    assert pv["invocation"].startswith("python -m mcu_emul run --weights") and pv["preset"] == "none"
+    assert pv["fitted"] == {} and pv["overrides"] == {"link.link_bytes_per_s": 4e8}
+    assert pv["weights"]["sha256"] == hashlib.sha256(open(w, "rb").read()).hexdigest()
+    assert pv["weights"]["generated"] is False and pv["model_file"] is None
+    hw = (ROOT / "data/hw/siracusa.toml").read_bytes()
+    assert pv["hw_file"]["sha256"] == hashlib.sha256(hw).hexdigest()
+    assert pv["versions"]["numpy"] and pv["mcu_emul_version"]
+    v = run_cli(["--version"])
+    assert v.returncode == 0 and v.stdout.strip() == f"mcu_emul {pv['mcu_emul_version']}"

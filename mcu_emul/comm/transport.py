@@ -252,6 +252,15 @@ class MPITransport(Transport):
         self.comm.Abort(code)
 
 
+def mpi_library_version() -> str | None:
+    """The MPI library's version line, if this process has MPI up (never initializes it)."""
+    import sys
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not mpi.Is_initialized():
+        return None
+    return mpi.Get_library_version().strip().splitlines()[0]
+
+
 def world():
     """COMM_WORLD (for the API's 'started by an MPI launcher' case)."""
     from mpi4py import MPI

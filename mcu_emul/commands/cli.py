@@ -60,7 +60,9 @@ def _ids(s: str) -> list[int]:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .._version import __version__
     ap = Parser(prog="python -m mcu_emul", description=__doc__.split(" Only this")[0])
+    ap.add_argument("--version", action="version", version=f"mcu_emul {__version__}")
     sub = ap.add_subparsers(dest="cmd")
     r = sub.add_parser("run", help="run a model on N emulated chips (N = MPI world size or --chips)")
     r.add_argument("--model", default=None,
@@ -175,8 +177,9 @@ def _run_options(a) -> RunOptions:
 
 
 def cmd_run(a, transport_factory):
+    import shlex
     o, t = _run_options(a), transport_factory()
-    rep, tok = execute(o, t)
+    rep, tok = execute(o, t, "python -m mcu_emul " + shlex.join(sys.argv[1:]))
     if (t is None or t.rank == 0) and not a.quiet:
         print(rep.summary(), file=summary_stream(o))
         if tok is not None:
@@ -249,7 +252,7 @@ def _choice_list(s: str, opt: str, choices) -> list[str]:
 
 def main(argv=None, transport_factory=lambda: None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv = ["run"] + argv
     a = parser().parse_args(argv)
     t = transport_factory()

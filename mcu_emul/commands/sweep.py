@@ -67,18 +67,21 @@ def sweep(model: str, chips, algs, places, sets: list[str], options: dict, dry: 
     grid = {"chips": chips, "allreduce": algs, "placement": places,
             **{k: [_value(v) for v in vals] for k, vals in axes.items()}}
     reports = api_sweep(model, grid=grid, dry_run=dry, progress=Progress(quiet), **options)
-    rows = []
+    rows, prov = [], []
     for p, rep in zip(pts, reports):
+        prov.append(rep.provenance)
         rows.append({"model": rep.model, "chips": p["chips"], "allreduce": p["allreduce"],
                      "placement_asked": p["placement"], "placement": rep.placement, "overrides": _label(p),
                      **{k: rep[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms")},
                      **{f"blocks_{k}": rep.blocks[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms")},
-                     **{k: rep[k] for k in ("offchip_bytes", "link_bytes", "weight_bytes_total", "output_sha256")}})
+                     **{k: rep[k] for k in ("offchip_bytes", "link_bytes", "weight_bytes_total", "output_sha256")},
+                     **{k: grid[k][axes[k].index(v)] for k, v in p["overrides"].items()}})   # one column per axis
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w = csv.DictWriter(buf, fieldnames=(*COLUMNS, *axes))
     w.writeheader()
     w.writerows(rows)
     write_bytes(out / "sweep.csv", buf.getvalue().encode())
-    write_json(out / "sweep.json", {"schema": "mcu_emul.sweep/1", "rows": rows})
+    write_json(out / "sweep.json", {"schema": "mcu_emul.sweep/1",
+                                    "rows": [r | {"provenance": pv} for r, pv in zip(rows, prov)]})
     return rows
