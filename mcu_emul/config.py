@@ -278,8 +278,16 @@ def load_table(kind: str, name: str, what: str = "") -> tuple[dict, str]:
     if not path.is_file():
         known = sorted(p.stem for p in (DATA_DIR / kind).glob("*.toml"))
         raise UserError(f"unknown {what or kind + ' description'} {name!r}; known: {', '.join(known) or 'none'}")
+    return read_toml(path), str(path)
+
+
+def read_toml(path) -> dict:
+    """A TOML file as a table; one-line errors for a missing file, bad bytes or bad TOML."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
     try:
-        return tomllib.loads(path.read_text()), str(path)
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML: {e}") from None
     except UnicodeDecodeError:

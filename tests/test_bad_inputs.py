@@ -261,6 +261,11 @@ CASES = [
                                     "--calib-ids", ",".join(["1"] * 300)], ["300 ids", "128 positions"]),
     ("convert-empty-name", ["convert", "--from", "llama2c", "{l2c_victim}", "--out", "{dir}/c.h5", "--name", ""],
      ["name must be a non-empty string"]),
+    ("config-missing", ["run", "--config", "{dir}/none.toml"], ["none.toml: no such file"]),
+    ("config-bad-value", ["run", "--config", "{config_bad}"], ["config_bad.toml", "--chips", "'x'"]),
+    ("config-unknown-key", ["run", "--config", "{config_unknown}"], ["config_unknown.toml", "unknown option 'colour'"]),
+    ("config-bad-set", ["run", "--config", "{config_set}"], ["config_set.toml", "set must be a table"]),
+    ("config-bool", ["run", "--config", "{config_bool}"], ["config_bool.toml", "dry_run must be true or false"]),
     ("convert-calib-ids-vocab", ["convert", "--from", "llama2c", "{l2c_victim}", "--out", "{dir}/c.h5",
                                  "--calib-ids", "1,99999"], ["--calib-ids", "99999"]),
 ]
@@ -340,6 +345,10 @@ def bad(tiny_weights, tmp_path_factory):
     p["preset_unknown"] = _toml(d, "preset_unknown", head + '[fitted]\n"compute.cores" = 4\n')
     p["preset_text"] = _toml(d, "preset_text", head + '[fitted]\n"compute.freq_hz" = "fast"\n')
     p["hw_copy"] = _toml(d, "hw_copy", hw)
+    p["config_bad"] = _toml(d, "config_bad", 'chips = "x"\n')
+    p["config_unknown"] = _toml(d, "config_unknown", 'colour = 1\n')
+    p["config_set"] = _toml(d, "config_set", 'set = 4\n')
+    p["config_bool"] = _toml(d, "config_bool", 'dry_run = "yes"\n')
     # weights files
     (d / "w_junk.h5").write_bytes(b"not hdf5" * 64)
     p["w_junk"] = str(d / "w_junk.h5")

@@ -123,3 +123,14 @@ def test_report_provenance_and_version(tiny_weights, tmp_path):
     assert pv["versions"]["numpy"] and pv["mcu_emul_version"]
     v = run_cli(["--version"])
     assert v.returncode == 0 and v.stdout.strip() == f"mcu_emul {pv['mcu_emul_version']}"
+
+
+def test_config_file_and_command_line_wins(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('model = "tinyllama-tiny"\nchips = 4\ngen_tokens = 3\ndry_run = true\nquiet = true\n'
+                   'prompt_ids = [5, 6]\n[set]\n"link.link_bytes_per_s" = 4e8\n')
+    p = run_cli(["run", "--config", cfg, "--chips", "2", "--json", tmp_path / "r.json"])
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["chips"] == 2 and len(r["token_ids"]) == 3 and r["input_ids"][:2] == [5, 6]
+    assert r["provenance"]["overrides"] == {"link.link_bytes_per_s": 4e8} and r["dry_run"]

@@ -96,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--save-logits", help="write dequantized float32 outputs (.npy)")
     r.add_argument("--trace", help="write a Chrome/Perfetto trace of the emulated timeline (JSON; - for standard output)")
     r.add_argument("--quiet", action="store_true", help="no summary on stdout")
+    r.add_argument("--config", metavar="FILE.toml", help="options from a TOML file (keys: the long options; "
+                   "the command line wins)")
     r.add_argument("--fail-rank", type=int, default=-1, help=argparse.SUPPRESS)
     r.add_argument("--fail-at", default="", help=argparse.SUPPRESS)
     w = sub.add_parser("weights", help="weights files")
@@ -127,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--dry-run", action="store_true", help="counters only, in-process (fast)")
     sw.add_argument("--out", default="sweep", help="folder for sweep.csv and sweep.json")
     sw.add_argument("--quiet", action="store_true", help="no progress bar (batch jobs)")
+    sw.add_argument("--config", metavar="FILE.toml", help="options from a TOML file (the command line wins)")
     pl = sub.add_parser("plot", help="PNG plots of a paper table (needs matplotlib)")
     pl.add_argument("results", help="paper.json written by `paper`")
     pl.add_argument("--out", default="plots", help="folder for the PNGs (default plots)")
@@ -250,11 +253,55 @@ def _choice_list(s: str, opt: str, choices) -> list[str]:
     return vals
 
 
+def config_argv(cmd: str, path: str) -> list[str]:
+    """A TOML options file as command-line words, so that it gets exactly the command line's
+    checks. Keys are the long options (`gen_tokens` or `gen-tokens`); lists for comma-separated
+    options (`prompt_ids = [1, 2]`, sweep `chips = [1, 2, 4]`); `--set` values as a table
+    (`[set]` with `"link.link_bytes_per_s" = 4e8`) or a list of "KEY=VALUE" strings."""
+    from ..api import _toml_value
+    from ..config import read_toml
+    table = read_toml(path)
+    sub = parser()._subparsers._group_actions[0].choices[cmd]
+    actions = {o: act for act in sub._actions for o in act.option_strings}
+    words = []
+    for key, v in table.items():
+        opt = "--" + key.replace("_", "-")
+        act = actions.get(opt)
+        if act is None or opt in ("--config", "--help", "--fail-rank", "--fail-at"):
+            known = sorted(o[2:] for o in actions if o.startswith("--") and o not in
+                           ("--config", "--help", "--fail-rank", "--fail-at"))
+            raise UserError(f"{path}: unknown option {key!r} for '{cmd}' (options: {', '.join(known)})")
+        if isinstance(act, argparse._StoreTrueAction):
+            if not isinstance(v, bool):
+                raise UserError(f"{path}: {key} must be true or false, got {v!r}")
+            words += [opt] if v else []
+        elif isinstance(act, argparse._AppendAction):
+            items = [f"{k}={_toml_value(x)}" for k, x in v.items()] if isinstance(v, dict) else v
+            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                raise UserError(f"{path}: {key} must be a table or a list of \"KEY=VALUE\" strings, got {v!r}")
+            for x in items:
+                words += [opt, x]
+        elif isinstance(v, list):
+            words += [opt, ",".join(str(x) for x in v)]
+        elif isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            words += [opt, str(v)]
+        else:
+            raise UserError(f"{path}: {key} = {v!r} is not a value for {opt}")
+    return words
+
+
 def main(argv=None, transport_factory=lambda: None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv = ["run"] + argv
     a = parser().parse_args(argv)
+    if getattr(a, "config", None) is not None:            # the file first, the command line after it wins
+        words = config_argv(a.cmd, a.config)
+        try:
+            parser().parse_args([a.cmd, *words])
+        except UserError as e:
+            raise UserError(f"{a.config}: {e}") from None
+        a = parser().parse_args([a.cmd, *words, *argv[1:]])
     t = transport_factory()
     if a.cmd not in ("run", None) and t is not None:
         raise UserError(f"'{a.cmd}' is not run one rank per chip (only 'run' is): start it without mpiexec/srun"
