@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class Progress:
     def __init__(self, quiet: bool):
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
+        self.t0 = time.monotonic()
 
     def __call__(self, done: int, total: int, p: dict):
         if self.quiet:
@@ -49,7 +51,9 @@ class Progress:
         what = f"chips={p['chips']} {p['allreduce']} {p['placement']} " + " ".join(
             f"{k}={v}" for k, v in p["overrides"].items())
         bar = "#" * (20 * done // total)
-        msg = f"[{bar:<20}] {done}/{total} {what}"
+        spent = time.monotonic() - self.t0
+        eta = f"ETA {spent / done * (total - done):.0f} s" if done < total else f"done in {spent:.0f} s"
+        msg = f"[{bar:<20}] {done}/{total} {eta} {what}"
         print(("\r" + msg + " " * 10) if self.tty else msg, end="" if self.tty else "\n", file=sys.stderr,
               flush=True)
         if self.tty and done == total:
