@@ -352,13 +352,20 @@ def with_overrides(chip: ChipSpec, topo: Topology, sets: list[str]) -> tuple[Chi
 
 def parse_sets(sets: list[str]) -> dict:
     """`--set section.key=value` strings -> {"section.key": value} (TOML values, else text)."""
-    values = {}
-    for item in sets:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise UserError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. compute.freq_hz=4e8")
-        lhs, val = item.split("=", 1)
-        try:
-            values[lhs] = tomllib.loads(f"v = {val}")["v"]
-        except tomllib.TOMLDecodeError:
-            values[lhs] = val
-    return values
+    return {lhs: toml_value(val) for lhs, val in map(split_set, sets)}
+
+
+def split_set(item: str, example: str = "VALUE, e.g. compute.freq_hz=4e8") -> tuple[str, str]:
+    """'section.key=text' -> ('section.key', 'text')."""
+    if "=" not in item or "." not in item.split("=", 1)[0]:
+        raise UserError(f"--set {item!r}: expected SECTION.KEY={example}")
+    lhs, val = item.split("=", 1)
+    return lhs, val
+
+
+def toml_value(text: str):
+    """A value as TOML reads it (4e8, true, "x"), else the text itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

@@ -7,11 +7,10 @@ import csv
 import io
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 from ..api import grid_points, sweep as api_sweep
-from ..errors import UserError
+from ..config import split_set, toml_value
 from ..files.outputs import write_bytes, write_json
 
 COLUMNS = ("model", "chips", "allreduce", "placement_asked", "placement", "overrides", "latency_ms",
@@ -21,20 +20,7 @@ COLUMNS = ("model", "chips", "allreduce", "placement_asked", "placement", "overr
 
 def axes_from_sets(sets: list[str]) -> dict:
     """`--set SECTION.KEY=V1,V2` strings -> {"SECTION.KEY": ["V1", "V2"]} (the text as given)."""
-    axes = {}
-    for s in sets:
-        if "=" not in s or "." not in s.split("=", 1)[0]:
-            raise UserError(f"--set {s!r}: expected SECTION.KEY=V1[,V2...]")
-        k, vals = s.split("=", 1)
-        axes[k] = vals.split(",")
-    return axes
-
-
-def _value(v: str):
-    try:
-        return tomllib.loads(f"v = {v}")["v"]
-    except tomllib.TOMLDecodeError:
-        return v
+    return {k: vals.split(",") for k, vals in (split_set(s, "V1[,V2...]") for s in sets)}
 
 
 class Progress:
@@ -69,7 +55,7 @@ def sweep(model: str, chips, algs, places, sets: list[str], options: dict, dry: 
     axes = axes_from_sets(sets)
     pts = grid_points(chips, algs, places, axes)                  # labels: the values as typed
     grid = {"chips": chips, "allreduce": algs, "placement": places,
-            **{k: [_value(v) for v in vals] for k, vals in axes.items()}}
+            **{k: [toml_value(v) for v in vals] for k, vals in axes.items()}}
     reports = api_sweep(model, grid=grid, dry_run=dry, progress=Progress(quiet), **options)
     rows, prov = [], []
     for p, rep in zip(pts, reports):
