@@ -400,7 +400,7 @@ def bad(tiny_weights, tmp_path_factory):
     p["json_link"] = str(d / "link.json")
     os.mkfifo(d / "fifo")
     p["fifo"] = str(d / "fifo")
-    (d / "report.json").write_text(json.dumps({"schema": "mcu_emul.report/1"}))
+    (d / "report.json").write_text(json.dumps({"schema": "mcu_emul.trace/1"}))
     p["not_paper"] = str(d / "report.json")
     (d / "broken_paper.json").write_text(json.dumps({"schema": "mcu_emul.paper/1", "curves": {"m": [{"chips": 1}]}}))
     p["broken_paper"] = str(d / "broken_paper.json")

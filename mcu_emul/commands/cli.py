@@ -130,9 +130,11 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="sweep", help="folder for sweep.csv and sweep.json")
     sw.add_argument("--quiet", action="store_true", help="no progress bar (batch jobs)")
     sw.add_argument("--config", metavar="FILE.toml", help="options from a TOML file (the command line wins)")
-    pl = sub.add_parser("plot", help="PNG plots of a paper table (needs matplotlib)")
-    pl.add_argument("results", help="paper.json written by `paper`")
-    pl.add_argument("--out", default="plots", help="folder for the PNGs (default plots)")
+    pl = sub.add_parser("plot", help="plots of a paper table, a run report or a sweep (needs matplotlib)")
+    pl.add_argument("results", help="paper.json (`paper`), a run report (`run --json`) or sweep.json (`sweep`)")
+    pl.add_argument("--out", default="plots", help="folder for the figures (default plots)")
+    pl.add_argument("--format", default="png", help="png (default), svg or pdf")
+    pl.add_argument("--y", default="latency_ms", help="sweeps: the figure to draw against chips (default latency_ms)")
     cv = sub.add_parser("convert", help="import a Hugging Face or llama2.c checkpoint into HDF5")
     cv.add_argument("--from", dest="src", nargs=2, metavar=("hf|llama2c", "PATH"), required=True)
     cv.add_argument("--out", required=True)
@@ -322,7 +324,7 @@ def main(argv=None, transport_factory=lambda: None) -> int:
         return cmd_sweep(a)
     if a.cmd == "plot":
         from .plot import plot
-        for p in plot(a.results, str(check_folder("--out", a.out))):
+        for p in plot(a.results, str(check_folder("--out", a.out)), a.format, a.y):
             print(f"wrote {p}")
         return 0
     if a.cmd == "bench":
