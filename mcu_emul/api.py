@@ -63,6 +63,7 @@ class RunOptions:
     trace: str | None = None
     fail_rank: int = -1
     fail_at: str = ""
+    progress: bool = False          # decode steps with an ETA on stderr (rank 0)
 
     @classmethod
     def from_kwargs(cls, kw: dict) -> "RunOptions":
@@ -79,7 +80,7 @@ class RunOptions:
         for k, allowed in CHOICES.items():
             if getattr(o, k) not in allowed:
                 raise UserError(f"{k} must be one of {', '.join(allowed)}, got {getattr(o, k)!r}")
-        for k in ("dry_run", "check_float"):
+        for k in ("dry_run", "check_float", "progress"):
             if not isinstance(getattr(o, k), bool):
                 raise UserError(f"{k} must be True or False, got {getattr(o, k)!r}")
         for k in ("model", "weights", "prompt", "topology", "hw", "preset", "json", "save_logits", "trace"):
@@ -157,7 +158,7 @@ def resolve(o: RunOptions, transport):
     spec = RunSpec(model=cfg.name, cfg=cfg, weights=o.weights or "", chip=chip, prompt_ids=prompt_ids,
                    gen_tokens=gen_tokens, seq_len=seq_len, placement=o.placement, allreduce=o.allreduce,
                    topology=topo, payload=o.payload, fail_rank=o.fail_rank, fail_at=o.fail_at, dry_run=o.dry_run,
-                   trace=bool(o.trace))
+                   trace=bool(o.trace), progress=o.progress)
     validate_inputs(cfg, spec)
     return spec, chips, tok
 

@@ -44,6 +44,7 @@ class RunSpec:
     topology: Topology | None = None
     dry_run: bool = False
     trace: bool = False
+    progress: bool = False          # rank 0 shows decode steps with an ETA on a terminal
 
 
 class InjectedFailure(RuntimeError):
@@ -175,7 +176,10 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     if isinstance(cfg, LlamaConfig):
         model = _from_file(spec, lambda: llama.LlamaChip(cfg, sl, tensors, amax, sync, meter, run_len, spec.payload))
         ids, logits, gen = prompt_of(spec), [], []
+        show = spec.progress and rank == 0 and not dry
         for pos in range(run_len):
+            if show:
+                _progress(pos, run_len, t0)
             tok = ids[pos] if pos < len(ids) else gen[-1]
             lg = model.step(tok, pos, fail)
             logits.append(lg)
@@ -223,6 +227,13 @@ def run_chip(spec: RunSpec, t) -> dict | None:
                 output_scale=out_scale, token_ids=gen, inputs=inputs, host_step_s=step_s, dry_run=dry, traces=traces,
                 freq_hz=spec.chip.compute.freq_hz,
                 output_sha256=hashlib.sha256(np.ascontiguousarray(out).astype("<i2").tobytes()).hexdigest())
+
+
+def _progress(done: int, total: int, t0: float):
+    import sys
+    eta = (time.perf_counter() - t0) / done * (total - done) if done else 0.0
+    end = "\n" if done + 1 == total else ""
+    print(f"\r  step {done + 1}/{total}, ETA {eta:.0f} s ", end=end, file=sys.stderr, flush=True)
 
 
 def _from_file(spec: RunSpec, make):

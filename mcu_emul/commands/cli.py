@@ -177,8 +177,9 @@ def cmd_convert(a):
 
 def _run_options(a) -> RunOptions:
     """The `run` command's namespace as the API's options (argparse has checked the values)."""
-    names = {f.name for f in dataclasses.fields(RunOptions)} - {"overrides"}
-    return RunOptions(**{k: (a.set if k == "sets" else getattr(a, k)) for k in names})
+    names = {f.name for f in dataclasses.fields(RunOptions)} - {"overrides", "progress"}
+    return RunOptions(**{k: (a.set if k == "sets" else getattr(a, k)) for k in names},
+                      progress=not a.quiet and sys.stderr.isatty())
 
 
 def cmd_run(a, transport_factory):
@@ -186,9 +187,13 @@ def cmd_run(a, transport_factory):
     o, t = _run_options(a), transport_factory()
     rep, tok = execute(o, t, "python -m mcu_emul " + shlex.join(sys.argv[1:]))
     if (t is None or t.rank == 0) and not a.quiet:
-        print(rep.summary(), file=summary_stream(o))
+        out = summary_stream(o)
+        print(rep.summary(), file=out)
         if tok is not None:
-            print(f"  text: {a.prompt}{tok.decode(rep.token_ids)}", file=summary_stream(o))
+            print(f"  text: {a.prompt}{tok.decode(rep.token_ids)}", file=out)
+        for f in (o.json, o.trace, o.save_logits):
+            if f is not None and f != "-":
+                print(f"wrote {f}", file=out)
     return 0
 
 
