@@ -64,15 +64,26 @@ def dry_figures(model: str, chips: int, chip: ChipSpec, topo: Topology, over: di
                                         "model": {k: whole[k] for k in HEADLINE}}
 
 
-def dry_table(configs, chip: ChipSpec, topo: Topology, pool=None, over_by_model=None) -> dict:
+def dry_table(configs, chip: ChipSpec, topo: Topology, pool=None, over_by_model=None, progress=None) -> dict:
     """Figures of each (model, chips) configuration by dry runs; independent configurations
-    spread over a process pool when one is given (each is deterministic by itself)."""
+    spread over a process pool when one is given (each is deterministic by itself).
+    progress(done, total, what) is called as each one completes."""
+    import concurrent.futures
     over_by_model = over_by_model or {}
+    tell = progress or (lambda *a: None)
     if pool is None:
-        return {c: dry_figures(c[0], c[1], chip, topo, over_by_model.get(c[0])) for c in configs}
-    futs = {c: pool.submit(dry_figures, c[0], c[1], chip, topo, over_by_model.get(c[0]))
+        out = {}
+        for i, c in enumerate(configs):
+            out[c] = dry_figures(c[0], c[1], chip, topo, over_by_model.get(c[0]))
+            tell(i + 1, len(configs), f"{c[0]} on {c[1]}")
+        return out
+    futs = {pool.submit(dry_figures, c[0], c[1], chip, topo, over_by_model.get(c[0])): c
             for c in sorted(configs, key=lambda c: -c[1])}            # biggest first
-    return {c: futs[c].result() for c in configs}
+    done = {}
+    for f in concurrent.futures.as_completed(futs):
+        done[futs[f]] = f.result()
+        tell(len(done), len(configs), f"{futs[f][0]} on {futs[f][1]}")
+    return {c: done[c] for c in configs}
 
 
 def dry_pool():
@@ -124,17 +135,20 @@ def paper_cmd(dry: bool, preset: str, out: str | None) -> int:
     from ..presets import hardware
     check_paths({"--json": out}, stdout_ok=("--json",))
     say = functools.partial(print, file=sys.stderr if out == "-" else sys.stdout)   # JSON owns stdout
+    from .progress import Progress
+    bar = Progress(quiet=not sys.stderr.isatty())           # configurations, on a terminal only
     t0 = time.perf_counter()
     chip, topo = hardware("siracusa", "siracusa-boards", preset, [])
     fig = {}
     configs = [(model, n) for model, counts in CURVES.items() for n in counts]
     if dry:
         with dry_pool() as pool:
-            fig = dry_table(configs, chip, topo, pool)
+            fig = dry_table(configs, chip, topo, pool, progress=bar)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            for model, n in configs:
+            for i, (model, n) in enumerate(configs):
                 fig[(model, n)] = real_figures(model, n, preset, tmp)
+                bar(i + 1, len(configs), f"{model} on {n}")
     vals = ours(fig)
     err = errors_pct(vals)
     pub = {t.id: t.published for t in TARGETS}

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
-import time
 from pathlib import Path
 
 from ..api import grid_points, sweep as api_sweep
 from ..config import split_set, toml_value
 from ..files.outputs import write_bytes, write_json
+from .progress import Progress
 
 COLUMNS = ("model", "chips", "allreduce", "placement_asked", "placement", "overrides", "latency_ms",
            "energy_mj", "edp_mj_ms", "blocks_latency_ms", "blocks_energy_mj", "blocks_edp_mj_ms", "offchip_bytes",
@@ -21,29 +20,6 @@ COLUMNS = ("model", "chips", "allreduce", "placement_asked", "placement", "overr
 def axes_from_sets(sets: list[str]) -> dict:
     """`--set SECTION.KEY=V1,V2` strings -> {"SECTION.KEY": ["V1", "V2"]} (the text as given)."""
     return {k: vals.split(",") for k, vals in (split_set(s, "V1[,V2...]") for s in sets)}
-
-
-class Progress:
-    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.t0 = time.monotonic()
-
-    def __call__(self, done: int, total: int, p: dict):
-        if self.quiet:
-            return
-        what = f"chips={p['chips']} {p['allreduce']} {p['placement']} " + " ".join(
-            f"{k}={v}" for k, v in p["overrides"].items())
-        bar = "#" * (20 * done // total)
-        spent = time.monotonic() - self.t0
-        eta = f"ETA {spent / done * (total - done):.0f} s" if done < total else f"done in {spent:.0f} s"
-        msg = f"[{bar:<20}] {done}/{total} {eta} {what}"
-        print(("\r" + msg + " " * 10) if self.tty else msg, end="" if self.tty else "\n", file=sys.stderr,
-              flush=True)
-        if self.tty and done == total:
-            print(file=sys.stderr)
 
 
 def _label(p: dict) -> str:
@@ -56,7 +32,10 @@ def sweep(model: str, chips, algs, places, sets: list[str], options: dict, dry: 
     pts = grid_points(chips, algs, places, axes)                  # labels: the values as typed
     grid = {"chips": chips, "allreduce": algs, "placement": places,
             **{k: [toml_value(v) for v in vals] for k, vals in axes.items()}}
-    reports = api_sweep(model, grid=grid, dry_run=dry, progress=Progress(quiet), **options)
+    bar = Progress(quiet)
+    label = lambda p: f"chips={p['chips']} {p['allreduce']} {p['placement']} " + " ".join(  # noqa: E731
+        f"{k}={v}" for k, v in p["overrides"].items())
+    reports = api_sweep(model, grid=grid, dry_run=dry, progress=lambda d, n, p: bar(d, n, label(p)), **options)
     rows, prov = [], []
     for p, rep in zip(pts, reports):
         prov.append(rep.provenance)
