@@ -54,7 +54,7 @@ def test_sweep_dry_grid_csv_json(tmp_path):
     p = _sweep(tmp_path, "--chips", "1,4", "--allreduce", "hierarchical,ring", "--set",
                "link.link_bytes_per_s=2e7,2e9", "--dry-run", "--run-args", "--gen-tokens 2")
     assert p.returncode == 0, p.stderr
-    assert "8/8" in p.stderr                                          # progress bar
+    assert p.stderr.strip() == "", p.stderr                          # batch (no terminal): no progress bar
     rows = list(csv.DictReader(open(tmp_path / "sweep.csv")))
     assert len(rows) == 8 and len(json.loads((tmp_path / "sweep.json").read_text())["rows"]) == 8
     assert {r["chips"] for r in rows} == {"1", "4"} and len({r["output_sha256"] for r in rows}) == 1
@@ -71,3 +71,15 @@ def test_sweep_real_mpi_quiet(tiny_weights, tmp_path):
     assert "[" not in p.stderr and "1 chips" not in p.stdout        # quiet: no bar, no table
     rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
     assert [r["chips"] for r in rows] == [1, 2] and rows[0]["output_sha256"] == rows[1]["output_sha256"]
+
+
+def test_sweep_progress_bar_on_a_terminal(tmp_path):
+    """On a terminal (a pty made by `script`) the sweep shows a bar with an ETA."""
+    import shlex
+    if not shutil.which("script"):
+        pytest.skip("needs util-linux `script` for a pseudo-terminal")
+    cmd = shlex.join([sys.executable, "-m", "mcu_emul", "sweep", "--model", "tinyllama-tiny", "--chips", "1,2",
+                      "--dry-run", "--out", str(tmp_path), "--run-args", "--gen-tokens 2"])
+    p = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=120, env=env())
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "2/2 done in" in p.stdout and "ETA" in p.stdout, p.stdout

@@ -63,6 +63,7 @@ def nelder_mead(obj, cur: dict, iters: int, log=print) -> tuple[dict, float]:
     simplex = [u0] + [[x + (0.15 if j == i else 0.0) for j, x in enumerate(u0)] for i in range(len(keys))]
     simplex = [[min(max(x, 0.0), 1.0) for x in u] for u in simplex]
     vals = [f(u) for u in simplex]
+    t0 = time.perf_counter()
     for it in range(iters):
         order = sorted(range(len(simplex)), key=lambda i: vals[i])
         simplex, vals = [simplex[i] for i in order], [vals[i] for i in order]
@@ -85,7 +86,8 @@ def nelder_mead(obj, cur: dict, iters: int, log=print) -> tuple[dict, float]:
                 simplex = [simplex[0]] + [[b + 0.5 * (x - b) for b, x in zip(simplex[0], u)] for u in simplex[1:]]
                 vals = [vals[0]] + [f(u) for u in simplex[1:]]
         if it % 10 == 0:
-            log(f"nelder-mead {it}: objective {min(vals):.4f}")
+            eta = (time.perf_counter() - t0) / (it + 1) * (iters - it - 1)
+            log(f"nelder-mead {it + 1}/{iters}: objective {min(vals):.4f}, ETA {eta:.0f} s")
     i = min(range(len(vals)), key=lambda i: vals[i])
     return to_v(simplex[i]), vals[i]
 

@@ -136,7 +136,7 @@ def paper_cmd(dry: bool, preset: str, out: str | None) -> int:
     check_paths({"--json": out}, stdout_ok=("--json",))
     say = functools.partial(print, file=sys.stderr if out == "-" else sys.stdout)   # JSON owns stdout
     from .progress import Progress
-    bar = Progress(quiet=not sys.stderr.isatty())           # configurations, on a terminal only
+    bar = Progress(quiet=False)                             # configurations, on a terminal only
     t0 = time.perf_counter()
     chip, topo = hardware("siracusa", "siracusa-boards", preset, [])
     fig = {}

@@ -1,5 +1,5 @@
-"""A one-line progress bar with an ETA on stderr (plain lines when stderr is not a terminal,
-nothing with quiet): sweeps, the paper table."""
+"""A one-line progress bar with an ETA on stderr when it is a terminal; silent with --quiet and
+in batch jobs (stderr not a terminal): sweeps, the paper table."""
 from __future__ import annotations
 
 import sys
@@ -8,8 +8,8 @@ import time
 
 class Progress:
     def __init__(self, quiet: bool):
-        self.quiet = quiet
         self.tty = sys.stderr.isatty()
+        self.quiet = quiet or not self.tty
         self.t0 = time.monotonic()
 
     def __call__(self, done: int, total: int, what: str):
@@ -19,7 +19,6 @@ class Progress:
         spent = time.monotonic() - self.t0
         eta = f"ETA {spent / done * (total - done):.0f} s" if done < total else f"done in {spent:.0f} s"
         msg = f"[{bar:<20}] {done}/{total} {eta} {what}"
-        print(("\r" + msg + " " * 10) if self.tty else msg, end="" if self.tty else "\n", file=sys.stderr,
-              flush=True)
-        if self.tty and done == total:
+        print("\r" + msg + " " * 10, end="", file=sys.stderr, flush=True)
+        if done == total:
             print(file=sys.stderr)
