@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from .chip import FAIL_PHASES, PLACEMENTS, RunSpec, ensure_weights, run_chip, validate_inputs
 from .comm.collectives import ALGORITHMS
 from .comm.transport import Aborted, MPITransport, mpi_launched, run_virtual
-from .config import MAX_CONTEXT, LlamaConfig, load_model, table_path
+from .config import MAX_CONTEXT, LlamaConfig, load_model, table_path, toml_text
 from .errors import UserError
 from .files.outputs import check_paths, write_json
 from .files.report import Report
@@ -34,6 +34,8 @@ PAYLOADS = ("int32", "int8")
 INT_RANGES = {"chips": (1, MAX_CHIPS), "seed": (0, MAX_SEED), "gen_tokens": (1, MAX_CONTEXT),
               "seq_len": (1, MAX_CONTEXT), "fail_rank": (-1, MAX_CHIPS)}
 CHOICES = {"placement": PLACEMENTS, "allreduce": ALGORITHMS, "payload": PAYLOADS}
+# run options a sweep sets for every point itself (grid axes, per-point outputs)
+SWEEP_SETS = ("chips", "allreduce", "placement", "json", "trace", "save_logits")
 
 
 @dataclass
@@ -307,7 +309,7 @@ def sweep(model: str = DEFAULT_MODEL, grid: dict | None = None, dry_run: bool = 
     for k, v in {"chips": chips, "allreduce": algs, "placement": places, **g}.items():
         if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__") or not list(v):
             raise UserError(f"grid axis {k!r} must be a non-empty list, got {v!r}")
-    bad = sorted(set(options) & {"chips", "allreduce", "placement", "json", "trace", "save_logits"})
+    bad = sorted(set(options) & set(SWEEP_SETS))
     if bad:
         raise UserError(f"sweep option {bad[0]!r}: the sweep sets it for every point (give it as a grid axis)")
     base = dict(options.pop("overrides", None) or {})
@@ -354,16 +356,8 @@ def _cli_args(o: RunOptions) -> list[str]:
     for s in o.sets:
         args += ["--set", s]
     for k, v in (o.overrides or {}).items():
-        args += ["--set", f"{k}={_toml_value(v)}"]
+        args += ["--set", f"{k}={toml_text(v)}"]
     return args
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(v)
 
 
 def summary_stream(o: RunOptions):

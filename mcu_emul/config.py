@@ -363,6 +363,15 @@ def split_set(item: str, example: str = "VALUE, e.g. compute.freq_hz=4e8") -> tu
     return lhs, val
 
 
+def toml_text(v) -> str:
+    """A value as TOML text (the inverse of toml_value): true, "x", 4e8."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
+
+
 def toml_value(text: str):
     """A value as TOML reads it (4e8, true, "x"), else the text itself."""
     try:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import dataclasses
 
-from ..api import DEFAULT_MODEL, DEFAULT_PRESET, MAX_CHIPS, MAX_SEED, PAYLOADS, RunOptions, execute, summary_stream
+from ..api import (DEFAULT_MODEL, DEFAULT_PRESET, MAX_CHIPS, MAX_SEED, PAYLOADS, SWEEP_SETS, RunOptions, execute,
+                   summary_stream)
 from ..chip import PLACEMENTS
 from ..comm.collectives import ALGORITHMS
-from ..config import MAX_CONTEXT, known_models, load_model, parse_sets, table_path
+from ..config import MAX_CONTEXT, known_models, load_model, parse_sets, table_path, toml_text
 from ..errors import UserError
 from ..files.outputs import check_folder, check_paths
 
@@ -237,8 +238,7 @@ def cmd_sweep(a):
     return 0
 
 
-SWEEP_OWNS = ("--model", "--chips", "--allreduce", "--placement", "--json", "--trace", "--save-logits", "--quiet",
-              "--dry-run")
+SWEEP_OWNS = ("--model", "--quiet", "--dry-run", *("--" + k.replace("_", "-") for k in SWEEP_SETS))
 
 
 def _int_list(s: str, opt: str) -> list[int]:
@@ -265,7 +265,6 @@ def config_argv(cmd: str, path: str) -> list[str]:
     checks. Keys are the long options (`gen_tokens` or `gen-tokens`); lists for comma-separated
     options (`prompt_ids = [1, 2]`, sweep `chips = [1, 2, 4]`); `--set` values as a table
     (`[set]` with `"link.link_bytes_per_s" = 4e8`) or a list of "KEY=VALUE" strings."""
-    from ..api import _toml_value
     from ..config import read_toml
     table = read_toml(path)
     sub = parser()._subparsers._group_actions[0].choices[cmd]
@@ -283,7 +282,7 @@ def config_argv(cmd: str, path: str) -> list[str]:
                 raise UserError(f"{path}: {key} must be true or false, got {v!r}")
             words += [opt] if v else []
         elif isinstance(act, argparse._AppendAction):
-            items = [f"{k}={_toml_value(x)}" for k, x in v.items()] if isinstance(v, dict) else v
+            items = [f"{k}={toml_text(x)}" for k, x in v.items()] if isinstance(v, dict) else v
             if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
                 raise UserError(f"{path}: {key} must be a table or a list of \"KEY=VALUE\" strings, got {v!r}")
             for x in items:

@@ -116,7 +116,7 @@ def calibrate(cfg: ModelConfig, w: dict, seed: int, inputs=None) -> dict[str, fl
     return amax
 
 
-def _check_finite(w: dict):
+def _check_values(w: dict):
     for name, a in w.items():
         if not np.all(np.isfinite(a)):
             raise UserError(f"tensor {name}: {int(np.size(a) - np.isfinite(a).sum())} NaN or infinite value(s); "
@@ -136,7 +136,7 @@ def write_weights(cfg: ModelConfig, w: dict, out, seed: int = 0, init: str = INI
             raise UserError(f"tensor {name} is missing")
         if np.shape(w[name]) != tuple(shape):
             raise UserError(f"tensor {name}: shape {np.shape(w[name])}, expected {tuple(shape)}")
-    _check_finite(w)
+    _check_values(w)
     amax = calibrate(cfg, w, seed if calib_seed is None else calib_seed, calib_inputs)
     if not all(v == 0 or MIN_VALUE <= v <= MAX_VALUE for v in amax.values()):
         raise UserError("calibration gave an activation range outside 1e-30..1e30 (the float model overflows "
