@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .chip import FAIL_PHASES, PLACEMENTS, RunSpec, ensure_weights, run_chip, validate_inputs
+from .chip import FAIL_PHASES, PLACEMENTS, PREFILLS, RunSpec, ensure_weights, run_chip, validate_inputs
 from .comm.collectives import ALGORITHMS
 from .comm.transport import Aborted, MPITransport, mpi_launched, run_virtual
 from .config import MAX_CONTEXT, LlamaConfig, load_model, table_path, toml_text
@@ -33,7 +33,7 @@ PAYLOADS = ("int32", "int8")
 # integer options and their ranges (README "Limits")
 INT_RANGES = {"chips": (1, MAX_CHIPS), "seed": (0, MAX_SEED), "gen_tokens": (1, MAX_CONTEXT),
               "seq_len": (1, MAX_CONTEXT), "fail_rank": (-1, MAX_CHIPS)}
-CHOICES = {"placement": PLACEMENTS, "allreduce": ALGORITHMS, "payload": PAYLOADS}
+CHOICES = {"placement": PLACEMENTS, "allreduce": ALGORITHMS, "payload": PAYLOADS, "prefill": PREFILLS}
 # run options a sweep sets for every point itself (grid axes, per-point outputs)
 SWEEP_SETS = ("chips", "allreduce", "placement", "json", "trace", "save_logits")
 
@@ -65,6 +65,7 @@ class RunOptions:
     trace: str | None = None
     fail_rank: int = -1
     fail_at: str = ""
+    prefill: str | None = None      # decode: "parallel" (default: the prompt in one pass) or "token"
     progress: bool = False          # decode steps with an ETA on stderr (rank 0)
 
     @classmethod
@@ -80,7 +81,7 @@ class RunOptions:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi):
                 raise UserError(f"{k} must be an integer from {lo} to {hi}, got {v!r}")
         for k, allowed in CHOICES.items():
-            if getattr(o, k) not in allowed:
+            if getattr(o, k) not in allowed and not (k == "prefill" and o.prefill is None):
                 raise UserError(f"{k} must be one of {', '.join(allowed)}, got {getattr(o, k)!r}")
         for k in ("dry_run", "check_float", "progress"):
             if not isinstance(getattr(o, k), bool):
@@ -145,6 +146,8 @@ def resolve(o: RunOptions, transport):
         raise UserError(f"--seq-len is for encoders; model '{cfg.name}' decodes: use --gen-tokens")
     if not decode and o.gen_tokens is not None:
         raise UserError(f"--gen-tokens is for decoders; model '{cfg.name}' encodes: use --seq-len")
+    if not decode and o.prefill is not None:
+        raise UserError(f"--prefill {o.prefill} is for decoders; model '{cfg.name}' encodes its input in one pass")
     gen_tokens = o.gen_tokens
     if gen_tokens is None:
         from .commands.paper import PAPER_RUN
@@ -160,7 +163,7 @@ def resolve(o: RunOptions, transport):
     spec = RunSpec(model=cfg.name, cfg=cfg, weights=o.weights or "", chip=chip, prompt_ids=prompt_ids,
                    gen_tokens=gen_tokens, seq_len=seq_len, placement=o.placement, allreduce=o.allreduce,
                    topology=topo, payload=o.payload, fail_rank=o.fail_rank, fail_at=o.fail_at, dry_run=o.dry_run,
-                   trace=bool(o.trace), progress=o.progress)
+                   trace=bool(o.trace), progress=o.progress, prefill=o.prefill or "parallel")
     validate_inputs(cfg, spec)
     return spec, chips, tok
 

@@ -22,6 +22,7 @@ from .models.partition import plan
 from .numerics import drykernels
 
 PLACEMENTS = ("auto", "stationary", "stream")
+PREFILLS = ("parallel", "token")
 FAIL_PHASES = ("load", "embed", "attention", "ffn", "report")
 
 
@@ -45,6 +46,7 @@ class RunSpec:
     dry_run: bool = False
     trace: bool = False
     progress: bool = False          # rank 0 shows decode steps with an ETA on a terminal
+    prefill: str = "parallel"       # decode: the prompt in one pass, or "token" by token
 
 
 class InjectedFailure(RuntimeError):
@@ -62,6 +64,7 @@ class Meter:
         self.K, self.Rq = num.K, num.Rq
         # trace labels: "layers.3.wq" -> "wq"
         self.labels = {k: k.split(".", 2)[2] if k.startswith("layers.") else k for k in shapes}
+        self.current = ""                      # the phase being run (see phase())
 
     def matmul(self, name: str, m: int):
         n, k = self.shapes[name]
@@ -79,14 +82,41 @@ class Meter:
     def elementwise(self, n: int, name: str = "elementwise"):
         self.clock.charge(costs.elementwise(self.hw, n), name)
 
-    def attention(self, heads: int, m: int, t: int, hd: int):
-        self.clock.charge(costs.attention(self.hw, heads, m, t, hd), "attention")
+    def attention(self, heads: int, m: int, t: int, hd: int, pairs: int | None = None):
+        self.clock.charge(costs.attention(self.hw, heads, m, t, hd, pairs), "attention")
 
     def span(self, name: str):
         return self.clock.span(name)
 
     def section(self, name: str):
-        return self.clock.section(name)
+        """Counters of the enclosed work under `name` (the whole run), and within the current
+        phase: "blocks" inside phase "decode" is also section "decode.blocks"."""
+        import contextlib
+        if not self.current:
+            return self.clock.section(name)
+        both = contextlib.ExitStack()
+        both.enter_context(self.clock.section(name))
+        both.enter_context(self.clock.section(f"{self.current}.{name}"))
+        return both
+
+    def phase(self, name: str):
+        """Context manager: the enclosed work is phase `name` (prefill, decode): its counters
+        go to section `name`, and sections opened inside it are prefixed with it."""
+        return _Phase(self, name)
+
+
+class _Phase:
+    def __init__(self, meter: Meter, name: str):
+        self.meter, self.name = meter, name
+
+    def __enter__(self):
+        self.meter.current = self.name
+        self.section = self.meter.clock.section(self.name)
+        self.section.__enter__()
+
+    def __exit__(self, *exc):
+        self.section.__exit__(*exc)
+        self.meter.current = ""
 
 
 def prompt_of(spec: RunSpec) -> list:
@@ -177,23 +207,33 @@ def run_chip(spec: RunSpec, t) -> dict | None:
         model = _from_file(spec, lambda: llama.LlamaChip(cfg, sl, tensors, amax, sync, meter, run_len, spec.payload))
         ids, logits, gen = prompt_of(spec), [], []
         show = spec.progress and rank == 0 and not dry
-        for pos in range(run_len):
+        # prefill: the prompt (in one pass, or token by token), up to the first generated token
+        with meter.phase("prefill"):
+            if spec.prefill == "parallel":
+                logits.append(model.prefill(ids, fail))
+            else:
+                for pos, tok in enumerate(ids):
+                    logits.append(model.step(tok, pos, fail))
+            gen.append(model.argmax(logits[-1]))
+        # decode: one generated token per step
+        for pos in range(len(ids), run_len):
             if show:
-                _progress(pos, run_len, t0)
-            tok = ids[pos] if pos < len(ids) else gen[-1]
-            lg = model.step(tok, pos, fail)
-            logits.append(lg)
-            if pos >= len(ids) - 1:
-                gen.append(model.argmax(lg))
-        out_local = np.stack(logits)                               # int16 (steps, v1 - v0)
+                _progress(pos - len(ids), run_len - len(ids), t0)
+            with meter.phase("decode"):
+                logits.append(model.step(gen[-1], pos, fail))
+                gen.append(model.argmax(logits[-1]))
+        out_local = np.stack(logits)                               # int16 (rows, v1 - v0)
         out_scale = llama_logit_scale(amax)
+        first_pos = len(ids) - 1 if spec.prefill == "parallel" else 0
         inputs, steps = ids + gen[:-1], run_len
+        phases = {"prefill": {"tokens": len(ids), "steps": 1 if spec.prefill == "parallel" else len(ids)},
+                  "decode": {"tokens": run_len - len(ids), "steps": run_len - len(ids)}}
     else:
         model = _from_file(spec, lambda: mobilebert.MobileBertChip(cfg, sl, tensors, amax, sync, meter))
         ids = encoder_inputs(cfg, spec)
         out_local = model.encode(ids, np.zeros(len(ids), np.int64), fail)   # int16 (S, x1 - x0)
         out_scale = model.s_x
-        gen, inputs, steps = [], [int(i) for i in ids], 1
+        gen, inputs, steps, first_pos, phases = [], [int(i) for i in ids], 1, 0, None
     step_s = (time.perf_counter() - t0) / steps
     fail("report")
     t.finish()
@@ -224,6 +264,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     out = np.concatenate([p[1] for p in parts], axis=1)
     traces = [p[2] for p in parts] if spec.trace else None
     return dict(cfg=cfg, placement=placement, chips=[p[0] for p in parts], output=out, steps=steps,
+                phases=phases, output_first_position=first_pos,
                 output_scale=out_scale, token_ids=gen, inputs=inputs, host_step_s=step_s, dry_run=dry, traces=traces,
                 freq_hz=spec.chip.compute.freq_hz,
                 output_sha256=hashlib.sha256(np.ascontiguousarray(out).astype("<i2").tobytes()).hexdigest())

@@ -12,7 +12,7 @@ import dataclasses
 
 from ..api import (DEFAULT_MODEL, DEFAULT_PRESET, MAX_CHIPS, MAX_SEED, PAYLOADS, SWEEP_SETS, RunOptions, execute,
                    summary_stream)
-from ..chip import PLACEMENTS
+from ..chip import PLACEMENTS, PREFILLS
 from ..comm.collectives import ALGORITHMS
 from ..config import MAX_CONTEXT, known_models, load_model, parse_sets, table_path, toml_text
 from ..errors import UserError
@@ -78,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
                    help="tokens to generate, decode (default: the paper setting, 32; 8 for tinyllama-scaled)")
     r.add_argument("--seq-len", type=_int_in(1, MAX_CONTEXT), default=None,
                    help="sequence length, encoder (default: the --prompt-ids given, else 128)")
+    r.add_argument("--prefill", choices=PREFILLS, default=None,
+                   help="decode: the prompt in one pass (parallel, default) or token by token (token)")
     r.add_argument("--chips", type=_int_in(1, MAX_CHIPS),
                    help="in-process emulated chips when not under mpirun (default 1)")
     r.add_argument("--placement", choices=PLACEMENTS, default="auto")

@@ -161,8 +161,13 @@ def _chip_axis(ax, chips):
 
 def _draw_run(plt, doc: dict) -> dict:
     """Per-chip time and energy per token/inference by category; on-chip memory use."""
-    chips = doc["per_chip"]
     per = doc.get("figures_per", "token")
+    # the counters behind the figures: a decode run's decode (or prefill) phase, else the whole run
+    phase = {"token": "decode", "prefill": "prefill"}.get(per) if doc.get("mode") == "decode" else None
+    chips = [c["sections"].get(phase, c) | {"rank": c.get("rank", i), "onchip_used_by_category":
+                                            c["onchip_used_by_category"], "onchip_capacity_bytes":
+                                            c["onchip_capacity_bytes"]} if phase else c
+             for i, c in enumerate(doc["per_chip"])]
     ms_per_cycle = doc["latency_ms"] / max(c["cycles"] for c in chips)         # per step
     steps = sum(c["energy_mj"] for c in chips) / doc["energy_mj"] if doc["energy_mj"] else 1.0
     ranks = [str(c.get("rank", i)) for i, c in enumerate(chips)]

@@ -19,13 +19,30 @@ def save_npy(path, arr: np.ndarray):
     write_bytes(path, buf.getvalue())
 
 
-def figures(res: dict, scope: str = "model") -> dict:
-    """Emulated per-token (decode) or per-inference (encode) latency, energy and EDP.
+def figure_phase(res: dict) -> str | None:
+    """The phase a decode run's per-token figures describe: "decode" (per generated token),
+    or "prefill" when no token was decoded after it (--gen-tokens 1); None for an encoder."""
+    ph = res.get("phases")
+    if ph is None:
+        return None
+    return "decode" if ph["decode"]["steps"] else "prefill"
 
-    scope "model": the whole step, embedding to logits; "blocks": the Transformer blocks only
-    (their kernels, waits and all-reduces), the scope of the paper's figures."""
-    steps, f = res["steps"], res["freq_hz"]
-    chips = res["chips"] if scope == "model" else [c["sections"][scope] for c in res["chips"]]
+
+def figures(res: dict, scope: str = "model", phase: str | None = None) -> dict:
+    """Emulated latency, energy and EDP: per generated token (decode), per inference (encode),
+    or of the whole prompt pass (phase "prefill": the time to first token).
+
+    scope "model": embedding to logits; "blocks": the Transformer blocks only (their kernels,
+    waits and all-reduces), the scope of the paper's figures."""
+    f = res["freq_hz"]
+    phase = phase or figure_phase(res)
+    if phase is None:
+        steps = res["steps"]
+        chips = res["chips"] if scope == "model" else [c["sections"][scope] for c in res["chips"]]
+    else:
+        steps = res["phases"]["decode"]["steps"] if phase == "decode" else 1
+        name = phase if scope == "model" else f"{phase}.{scope}"
+        chips = [c["sections"][name] for c in res["chips"]]
     latency_ms = max(c["cycles"] for c in chips) / f * 1e3 / steps
     energy_mj = sum(c["energy_mj"] for c in chips) / steps
     cats = chips[0]["energy_mj_by_category"].keys()
@@ -41,7 +58,9 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
     chips = res["chips"]
     fig = figures(res)
     blocks = figures(res, "blocks")
-    bad = [k for f in (fig, blocks) for k in ("latency_ms", "energy_mj", "edp_mj_ms") if not math.isfinite(f[k])]
+    phase = figure_phase(res)
+    pre = (figures(res, "model", "prefill"), figures(res, "blocks", "prefill")) if decode else ()
+    bad = [k for f in (fig, blocks, *pre) for k in ("latency_ms", "energy_mj", "edp_mj_ms") if not math.isfinite(f[k])]
     if bad:
         from ..errors import UserError
         raise UserError(f"the emulated {bad[0]} is not finite: the hardware parameters (--hw, --topology, "
@@ -62,15 +81,21 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
         "latency_ms": fig["latency_ms"],
         "energy_mj": fig["energy_mj"],
         "edp_mj_ms": fig["edp_mj_ms"],
-        "figures_per": "token" if decode else "inference",
+        "figures_per": {"decode": "token", "prefill": "prefill", None: "inference"}[phase],
         "energy_mj_by_category": fig["energy_mj_by_category"],
         "latency_ms_by_category": fig["latency_ms_by_category"],
         "blocks": {k: blocks[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms", "latency_ms_by_category",
                                           "energy_mj_by_category")},
+        "prefill": {"mode": spec.prefill, "tokens": res["phases"]["prefill"]["tokens"],
+                    "latency_ms": pre[0]["latency_ms"], "energy_mj": pre[0]["energy_mj"],
+                    "edp_mj_ms": pre[0]["edp_mj_ms"],
+                    "blocks": {k: pre[1][k] for k in ("latency_ms", "energy_mj", "edp_mj_ms")}} if decode else None,
+        "decode_tokens": res["phases"]["decode"]["steps"] if decode else 0,
         "input_ids": [int(i) for i in res["inputs"]],
         "token_ids": [int(i) for i in res["token_ids"]] if decode else [],
         "output_dtype": "int16",
         "output_shape": list(res["output"].shape),
+        "output_first_position": int(res["output_first_position"]),
         "output_scale": float(res["output_scale"]),
         "output_sha256": res["output_sha256"],
         "weight_bytes_total": int(sum(c["weight_bytes"] for c in chips)),
@@ -105,6 +130,11 @@ def summary(rep: dict) -> str:
                      f"{c['offchip_bytes']:>12,} {c['link_bytes']:>10,} {c['cycles']:>12,} "
                      f"{100 * c['busy_cycles'] / max(c['cycles'], 1):>6.1f}% {c['energy_mj']:>10.4f}  {split}")
     b = rep["blocks"]
+    pf = rep.get("prefill")
+    if pf:
+        lines.append(f"  prefill ({pf['mode']}) of {pf['tokens']} prompt token(s), time to first token: latency "
+                     f"{pf['latency_ms']:.4g} ms, energy {pf['energy_mj']:.4g} mJ (blocks {pf['blocks']['latency_ms']:.4g} ms, "
+                     f"{pf['blocks']['energy_mj']:.4g} mJ); then {rep['decode_tokens']} decode step(s)")
     lines.append(f"  emulated on {rep['hw']} at {rep['freq_hz'] / 1e6:.0f} MHz, per {rep['figures_per']}: "
                  f"latency {rep['latency_ms']:.4g} ms, energy {rep['energy_mj']:.4g} mJ, "
                  f"EDP {rep['edp_mj_ms']:.4g} mJ*ms")

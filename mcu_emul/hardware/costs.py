@@ -69,11 +69,18 @@ def matmul(hw: ChipSpec, m: int, n: int, k: int, where) -> Cost:
     return Cost(compute, onchip, offchip, dma_bytes, off_bytes, macs, compute if where == WEIGHT_MEM else 0)
 
 
-def attention(hw: ChipSpec, heads: int, m: int, t: int, hd: int) -> Cost:
-    """Scores (m x t per head, reduction hd) and P V (m x hd, reduction t); KV in L2."""
+def attention(hw: ChipSpec, heads: int, m: int, t: int, hd: int, pairs: int | None = None) -> Cost:
+    """Scores (m x t per head, reduction hd) and P V (m x hd, reduction t); KV in L2.
+    pairs: the (row, key) pairs computed, m*t, or fewer under a causal mask (a prefill)."""
     a, b = matmul(hw, m, t, hd, L2), matmul(hw, m, hd, t, L2)
-    return Cost(heads * (a.compute + b.compute), heads * (a.onchip + b.onchip), 0,
-                heads * (a.onchip_bytes + b.onchip_bytes), 0, heads * (a.macs + b.macs))
+    compute, macs = a.compute + b.compute, a.macs + b.macs
+    if pairs is not None and pairs != m * t:
+        c = hw.compute
+        rate = c.cluster_gemv_macs_per_cycle if m == 1 else c.cluster_gemm_macs_per_cycle
+        macs = 2 * pairs * hd
+        compute = 2 * (_ceil(pairs * hd / rate) + c.kernel_overhead_cycles)
+    return Cost(heads * compute, heads * (a.onchip + b.onchip), 0,
+                heads * (a.onchip_bytes + b.onchip_bytes), 0, heads * macs)
 
 
 def elementwise(hw: ChipSpec, n: int) -> Cost:

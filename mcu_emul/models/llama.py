@@ -116,52 +116,75 @@ class LlamaChip:
         return rq(self.sync.sum(part, f"{l}.{what}"), 32)
 
     def step(self, token: int, pos: int, fail=lambda phase: None) -> np.ndarray:
-        """One decode step; returns this chip's int16 logits slice (v1 - v0,)."""
+        """One decode step (token at position pos); returns this chip's int16 logits slice (v1 - v0,)."""
+        return self.forward([token], pos, fail)
+
+    def prefill(self, ids, fail=lambda phase: None) -> np.ndarray:
+        """The whole prompt in one pass (Deeploy's "parallel" mode): GEMMs over its rows, causal
+        attention, KV cache rows 0..P-1 written; returns the logits slice of its last position.
+        Every kernel is row-wise or an exact integer sum, so the cache and the logits equal the
+        token-by-token path's bit for bit (tested)."""
+        return self.forward(list(ids), 0, fail)
+
+    def forward(self, ids: list, pos0: int, fail=lambda phase: None) -> np.ndarray:
+        """Tokens `ids` at positions pos0.. in one pass; int16 logits (v1 - v0,) of the last one."""
         cfg = self.cfg
         v0, v1 = self.sl.vocab
-        x = np.zeros(cfg.dim, np.int32)                               # (dim,) residual, int16 values
-        # every chip is charged the row fetch: which chip owns the id is known only at run time
-        self.meter.rows("tok_embedding", cfg.dim)
-        if v0 <= token < v1:
-            x = self.Rq(self.rq_emb[token - v0])(self.emb[token - v0], 16).astype(np.int32)
+        P = len(ids)
+        x = np.zeros((P, cfg.dim), np.int32)                          # (P, dim) residual, int16 values
+        # every chip is charged the row fetch: which chip owns an id is known only at run time
+        self.meter.rows("tok_embedding", P * cfg.dim)
+        for i, token in enumerate(ids):
+            if v0 <= token < v1:
+                x[i] = self.Rq(self.rq_emb[token - v0])(self.emb[token - v0], 16)
         fail("embed")
         x = self.K.sat16(self.sync.sum(x, "embed"))
         with self.meter.section("blocks"):
             for l, L in enumerate(self.layers):
                 with self.meter.span(f"layer {l}"):
-                    x = self._layer(l, L, x, pos, fail)
+                    x = self._layer(l, L, x, pos0, fail)
+        # only the last position's logits are needed to go on (the next token)
         self.meter.elementwise(cfg.dim + 2 * (v1 - v0), "final norm + logits")
-        h = self.K.rmsnorm_i(x, self.g_final, self.eps_int)
+        h = self.K.rmsnorm_i(x[-1], self.g_final, self.eps_int)
         return self.rq_logit(self._mm(h, self.cls), 16)              # int16 (v1 - v0,)
 
-    def _layer(self, l, L, x, pos, fail):
+    def _layer(self, l, L, x, pos0, fail):
+        """One block over P rows (positions pos0 .. pos0+P-1). x: int16 (P, dim)."""
         cfg, hd, rep, nkv = self.cfg, self.cfg.head_dim, self.rep, self.nkv
         p = f"layers.{l}."
+        P = x.shape[0]
         nq = nkv * rep
-        self.meter.elementwise(cfg.dim, "rmsnorm")
-        h = self.K.rmsnorm_i(x, L["g_att"], self.eps_int)              # int8 (dim,)
-        q = L["rq_q"](self._mm(h, p + "wq")).reshape(nkv * rep, hd)
-        k = L["rq_k"](self._mm(h, p + "wk")).reshape(nkv, hd)
-        v = L["rq_v"](self._mm(h, p + "wv"))
-        self.meter.elementwise((2 * nq + 3 * nkv) * hd, "requant + rope")
-        q, k = self.K.rope_i(q, self.cos[pos], self.sin[pos]), self.K.rope_i(k, self.cos[pos], self.sin[pos])
-        self.kv[0, l, pos], self.kv[1, l, pos] = k.reshape(-1), v
-        kc = self.kv[0, l, :pos + 1].reshape(pos + 1, nkv, hd).transpose(1, 2, 0)   # (nkv, hd, T)
-        vc = self.kv[1, l, :pos + 1].reshape(pos + 1, nkv, hd).transpose(1, 0, 2)   # (nkv, T, hd)
-        self.meter.attention(nq, 1, pos + 1, hd)
-        self.meter.elementwise(nq * (pos + 1) + nq * hd, "softmax")
-        sc = self.K.int_matmul_small(q.reshape(nkv, rep, hd), kc)    # int64 (nkv, rep, T)
-        pr = self.K.softmax_i(sc, L["sm"].mult, L["sm"].shift)        # uint16 Q15
-        att = L["rq_att"](self.K.int_matmul_small(pr, vc)).reshape(-1)   # int8 (nq*hd,)
+        T = pos0 + P                                                  # keys after this pass
+        self.meter.elementwise(P * cfg.dim, "rmsnorm")
+        h = self.K.rmsnorm_i(x, L["g_att"], self.eps_int)              # int8 (P, dim)
+        q = L["rq_q"](self._mm(h, p + "wq")).reshape(P, nq, hd)
+        k = L["rq_k"](self._mm(h, p + "wk")).reshape(P, nkv, hd)
+        v = L["rq_v"](self._mm(h, p + "wv"))                          # int8 (P, nkv*hd)
+        self.meter.elementwise(P * (2 * nq + 3 * nkv) * hd, "requant + rope")
+        cos, sin = self.cos[pos0:T, None, :], self.sin[pos0:T, None, :]
+        q, k = self.K.rope_i(q, cos, sin), self.K.rope_i(k, cos, sin)
+        self.kv[0, l, pos0:T], self.kv[1, l, pos0:T] = k.reshape(P, -1), v
+        kc = self.kv[0, l, :T].reshape(T, nkv, hd).transpose(1, 2, 0)[:, None]   # (nkv, 1, hd, T)
+        vc = self.kv[1, l, :T].reshape(T, nkv, hd).transpose(1, 0, 2)[:, None]   # (nkv, 1, T, hd)
+        # causal: row i sees keys 0..pos0+i, (row, key) pairs computed: P*pos0 + P(P+1)/2
+        pairs = P * pos0 + P * (P + 1) // 2
+        self.meter.attention(nq, P, T, hd, pairs)
+        self.meter.elementwise(nq * pairs + P * nq * hd, "softmax")
+        qh = q.reshape(P, nkv, rep, hd).transpose(1, 2, 0, 3)         # (nkv, rep, P, hd)
+        sc = self.K.int_matmul_small(qh, kc)                          # int64 (nkv, rep, P, T)
+        mask = None if P == 1 else np.arange(T)[None, :] <= pos0 + np.arange(P)[:, None]   # (P, T)
+        pr = self.K.softmax_i(sc, L["sm"].mult, L["sm"].shift, mask)  # uint16 Q15
+        o4 = self.K.int_matmul_small(pr, vc)                          # int64 (nkv, rep, P, hd)
+        att = L["rq_att"](o4.transpose(2, 0, 1, 3).reshape(P, nq * hd))   # int8 (P, nq*hd)
         fail("attention")
         o = self._reduce(self._mm(att, p + "wo"), L["rq_o"], L.get("rq_o2"), l, "attn")
         x = self.K.sat16(x.astype(np.int32) + o)
-        self.meter.elementwise(cfg.dim, "rmsnorm")
+        self.meter.elementwise(P * cfg.dim, "rmsnorm")
         h = self.K.rmsnorm_i(x, L["g_ffn"], self.eps_int)
-        self.meter.elementwise(3 * (self.sl.ffn[1] - self.sl.ffn[0]), "silu gate")
+        self.meter.elementwise(P * 3 * (self.sl.ffn[1] - self.sl.ffn[0]), "silu gate")
         g = L["rq_g"](self._mm(h, p + "w1"))
         u = L["rq_u"](self._mm(h, p + "w3"))
-        a = L["rq_a"](self.K.lut8(g, L["silu"]).astype(np.int32) * u)   # int8 (nf,)
+        a = L["rq_a"](self.K.lut8(g, L["silu"]).astype(np.int32) * u)   # int8 (P, nf)
         fail("ffn")
         d = self._reduce(self._mm(a, p + "w2"), L["rq_d"], L.get("rq_d2"), l, "ffn")
         x = self.K.sat16(x.astype(np.int32) + d)
