@@ -279,15 +279,18 @@ def run(model: str | None = None, chips: int | None = None, *, comm=None, **opti
     if comm is None:
         return execute(o, None, call)[0]
     t = MPITransport(comm, private=True)
+    failed = True
     try:
-        return execute(o, t, call)[0]
+        rep = execute(o, t, call)[0]
+        failed = False
+        return rep
     except Aborted as e:
         raise e.as_error() from None
     except BaseException as e:
         t.notify_failure(e)
         raise
     finally:
-        t.close()
+        t.close(failed)
 
 
 def grid_points(chips=(1,), allreduce=("hierarchical",), placement=("auto",), axes: dict | None = None) -> list[dict]:

@@ -148,6 +148,8 @@ def run_virtual(size: int, fn):
 
 
 # --- MPI -------------------------------------------------------------------------------
+_RETIRED = []          # communicators of failed private runs, never freed (see MPITransport.close)
+
 class MPITransport(Transport):
     """Buffer (upper-case) mpi4py calls. Waits poll Test() with a short sleep, so oversubscribed
     ranks waiting for a message do not spin and starve the ranks still computing."""
@@ -172,9 +174,9 @@ class MPITransport(Transport):
         if self._pending:
             self._pending = [(r, a) for r, a in self._pending if not r.Test()]
 
-    def _wait(self, req):
+    def _wait(self, req, status=None):
         i = 0
-        while not req.Test():
+        while not req.Test(status):
             if self.private and self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=self.FAIL_TAG):
                 req.Cancel()
                 import pickle
@@ -201,7 +203,11 @@ class MPITransport(Transport):
     def recv_msg(self, source, shape, dtype):
         n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         buf = np.empty(n + 16, np.uint8)
-        self._wait(self.comm.Irecv(buf, source=source, tag=self.TAG))
+        status = self.MPI.Status()
+        self._wait(self.comm.Irecv(buf, source=source, tag=self.TAG), status)
+        if status.Get_count(self.MPI.BYTE) != n + 16:        # MPI accepts a shorter message
+            raise RuntimeError(f"rank {self.rank}: message from {source} has {status.Get_count(self.MPI.BYTE) - 16} "
+                               f"bytes, expected {np.dtype(dtype)}{tuple(shape)} ({n} bytes)")
         st = buf[:16].view(np.int64)
         return buf[16:].view(dtype).reshape(shape), (int(st[0]), int(st[1]))
 
@@ -223,14 +229,22 @@ class MPITransport(Transport):
         for r in reqs:
             r.Wait()
 
-    def close(self):
-        """End a private run: free its duplicate communicator (pending messages of a failed
-        run are cancelled, not waited for)."""
-        if self.private:
+    def close(self, failed: bool = False):
+        """End a private run. A run that ended well has matched every message: its sends are
+        completed (never cancelled: a cancelled rendezvous send can deliver a torn message) and
+        its duplicate communicator is freed. A failed run may leave messages in flight (eager sends cannot be
+        cancelled); freeing its communicator would let the next Dup reuse the context id and
+        receive them, so it is kept (retired) for the life of the process instead."""
+        if not self.private:
+            return
+        if failed:
             for r, _ in self._pending:
                 if not r.Test():
                     r.Cancel()
             self._pending = []
+            _RETIRED.append(self.comm)
+        else:
+            self.finish()                  # e.g. the report's broadcast: sent whole before Free
             self.comm.Free()
 
     def abort(self, code: int):
