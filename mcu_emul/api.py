@@ -228,6 +228,7 @@ def provenance(o: RunOptions, spec, invocation: str, transport) -> dict:
         weights = None                                # a dry run reads no weights
     return {"mcu_emul_version": __version__, "invocation": invocation,
             "preset": o.preset, "fitted": dict(load_preset(o.preset)["fitted"]) if o.preset != "none" else {},
+            "structure": dict(load_preset(o.preset).get("structure", {})) if o.preset != "none" else {},
             "overrides": parse_sets(o.sets) | (o.overrides or {}),
             "model_file": file("models", o.model) if o.model is not None and o.weights is None else None,
             "hw_file": file("hw", o.hw), "topology_file": file("topology", o.topology),

@@ -200,7 +200,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     if spec.trace:
         clock.trace = []
     meter = Meter(spec.chip, clock, {s.key: s.shape for s in specs if s.category == "weights"}, where, dry)
-    sync = Collectives(t, spec.allreduce, spec.topology.group_sizes, clock)
+    sync = Collectives(t, spec.allreduce, spec.topology.group_sizes, clock, spec.topology.top_algorithm)
 
     t0 = time.perf_counter()
     if isinstance(cfg, LlamaConfig):
@@ -266,7 +266,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     return dict(cfg=cfg, placement=placement, chips=[p[0] for p in parts], output=out, steps=steps,
                 phases=phases, output_first_position=first_pos,
                 output_scale=out_scale, token_ids=gen, inputs=inputs, host_step_s=step_s, dry_run=dry, traces=traces,
-                freq_hz=spec.chip.compute.freq_hz,
+                freq_hz=spec.chip.compute.freq_hz, l3_device_pj_per_byte=spec.chip.energy.l3_device_pj_per_byte,
                 output_sha256=hashlib.sha256(np.ascontiguousarray(out).astype("<i2").tobytes()).hexdigest())
 
 

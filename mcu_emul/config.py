@@ -207,7 +207,7 @@ class PowerSpec(_Checked):
 @dataclass(frozen=True)
 class EnergySpec(_Checked):
     l2_pj_per_byte: float = bound(ge=0.0, le=1e6)
-    l3_pj_per_byte: float = bound(ge=0.0, le=1e6)
+    l3_device_pj_per_byte: float = bound(ge=0.0, le=1e6)   # the L3 device, outside the chip
 
 
 _HW_SECTIONS = {"memory": MemorySpec, "compute": ComputeSpec, "dma": DmaSpec, "offchip": OffchipSpec,
@@ -248,6 +248,7 @@ class Topology:
     upper_bandwidth_factor: float = bound(ge=1e-6, le=1e3, default=0.5)
     upper_latency_factor: float = bound(ge=0.0, le=1e6, default=2.0)
     link_ports: str = bound(choices=("per_peer", "single"), default="per_peer")
+    top_algorithm: str = bound(choices=("ring", "recursive_doubling", "tree"), default="ring")
     note: str = ""
     origin: dict = field(default_factory=dict)
 
@@ -343,6 +344,23 @@ def with_values(chip: ChipSpec, topo: Topology, values: dict, where: str = "--se
         else:
             raise UserError(f"{at}: unknown section {sec!r} (known: link, {', '.join(_HW_SECTIONS)})")
     return chip, topo
+
+
+def known_parameter(name: str) -> bool:
+    """Whether "section.key" names a hardware or link parameter (what --set accepts)."""
+    sec, _, key = name.partition(".")
+    if sec == "link":
+        return key in {f.name for f in fields(Topology)} - {"name", "origin", "note"}
+    return sec in _HW_SECTIONS and key in {f.name for f in fields(_HW_SECTIONS[sec])}
+
+
+def param_value(chip: ChipSpec, topo: Topology, name: str):
+    """The value of a parameter by name ("section.key" or "link.key"), as with_values names it."""
+    sec, key = name.split(".", 1)
+    obj = topo if sec == "link" else getattr(chip, sec, None)
+    if obj is None or key not in {f.name for f in fields(obj)}:
+        raise UserError(f"unknown parameter {name!r}")
+    return getattr(obj, key)
 
 
 def with_overrides(chip: ChipSpec, topo: Topology, sets: list[str]) -> tuple[ChipSpec, Topology]:

@@ -4,26 +4,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import DATA_DIR, load_chip, load_table, load_topology, table_path, with_overrides, with_values
+from .config import (DATA_DIR, known_parameter, load_chip, load_table, load_topology, table_path, with_overrides,
+                     with_values)
 from .errors import UserError
 
 PRESET_DIR = DATA_DIR / "presets"
 
-# parameter -> (low, high, why these bounds)
-BOUNDS = {
-    "compute.freq_hz": (1.0e8, 5.0e8, "the chip's operating range"),
-    "compute.engine_gemv_macs_per_cycle": (8.0, 64.0, "no weight reuse in a GEMV: the engine is bound by its "
-                                                      "weight port, from the cluster DMA's 8 B/cycle to 512 bit"),
-    "compute.engine_gemm_macs_per_cycle": (32.0, 512.0, "from the cluster's GEMM peak to a quarter of the "
-                                                        "engine's 1.95 TOp/s peak (1x1 kernels use part of its array)"),
-    "offchip.l3_bytes_per_s": (2.0e8, 3.2e9, "single HyperRAM (0.2 GB/s) to a wide dual-channel L3 (3.2 GB/s)"),
-    "link.upper_latency_factor": (1.0, 20.0, "a board-to-board message costs from as much as an on-board one "
-                                             "to a software-forwarded hop (~20 us)"),
-    "power.engine_active_w": (0.02, 0.40, "a 16 nm chip with its engine busy; on the cluster it draws ~0.167 W"),
-    "energy.l3_pj_per_byte": (0.5, 200.0, "from an idealized on-package memory to board-level HyperRAM"),
-}
+CALIBRATION = "siracusa-paper"       # data/calibration/NAME.toml: what calibrate fits, bounds, sources
 
-PRESET_KEYS = {"hw", "topology", "fitted", "bounds", "error_pct"}
+
+def load_calibration(name: str = CALIBRATION) -> dict:
+    """The calibration description: {"hw", "topology", "bounds": {param: (low, high, source)},
+    "assumed": [param, ...]} (the assumed parameters whose influence calibrate reports)."""
+    table, path = load_table("calibration", name, "calibration description")
+    try:
+        bounds = {k: (float(v["low"]), float(v["high"]), str(v["source"])) for k, v in table["fitted"].items()}
+        assumed = [str(k) for k in table.get("assumed", {}).get("params", [])]
+        structure = dict(table.get("structure", {}))
+        targets = [str(t) for t in table.get("targets", {}).get("fitted", [])]
+        conflicts = {str(k): str(v) for k, v in table.get("targets", {}).get("conflicts", {}).items()}
+        hw, topo = str(table["hw"]), str(table["topology"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: not a calibration description ({e}): needs hw, topology, "
+                        "[fitted.\"section.key\"] with low, high, source") from None
+    for k, (lo, hi, _) in bounds.items():
+        if not 0 < lo < hi:
+            raise UserError(f"{path}: [fitted.\"{k}\"] needs 0 < low < high, got {lo}, {hi}")
+    return {"hw": hw, "topology": topo, "bounds": bounds, "assumed": assumed, "structure": structure,
+            "targets": targets, "conflicts": conflicts, "path": path}      # targets: [] = all
+
+
+# parameter -> (low, high, the public source of these bounds)
+BOUNDS = load_calibration()["bounds"]
+
+PRESET_KEYS = {"hw", "topology", "structure", "fitted", "bounds", "error_pct", "loo_error_pct", "at_bound",
+               "sensitivity"}
 
 
 def load_preset(name: str) -> dict:
@@ -35,14 +50,16 @@ def load_preset(name: str) -> dict:
     for k in ("hw", "topology", "fitted"):
         if k not in table:
             raise UserError(f"{path}: not a preset: no {k!r} (presets are written by `calibrate`)")
-    if not isinstance(table["fitted"], dict):
-        raise UserError(f"{path}: [fitted] must be a table")
+    for sec in ("fitted", "structure"):
+        if not isinstance(table.get(sec, {}), dict):
+            raise UserError(f"{path}: [{sec}] must be a table")
     for k in ("hw", "topology"):
         if not isinstance(table[k], str):
             raise UserError(f"{path}: {k} must be a name, got {table[k]!r}")
-    unknown = sorted(set(table["fitted"]) - set(BOUNDS))
-    if unknown:
-        raise UserError(f"{path}: [fitted] has unknown parameter(s) {', '.join(unknown)}")
+    for sec in ("fitted", "structure"):
+        unknown = sorted(k for k in table.get(sec, {}) if not known_parameter(k))
+        if unknown:
+            raise UserError(f"{path}: [{sec}] has unknown parameter(s) {', '.join(unknown)}")
     table["path"] = path
     return table
 
@@ -63,6 +80,7 @@ def hardware(hw: str, topology: str, preset: str, sets: list[str], values: dict 
             if not _same_file(table_path(kind, p[kind]), table_path(kind, given)):
                 raise UserError(f"--preset {preset} was fitted for {kind} '{p[kind]}', not {opt} {given}: its "
                                 f"fitted values would replace yours; give --preset none (and --set for changes)")
+        chip, topo = with_values(chip, topo, p.get("structure", {}), f"{p['path']} [structure]")
         chip, topo = with_values(chip, topo, p["fitted"], f"{p['path']} [fitted]")
     chip, topo = with_overrides(chip, topo, sets)
     return with_values(chip, topo, values or {}, "overrides")

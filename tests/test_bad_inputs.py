@@ -217,10 +217,17 @@ CASES = [
     ("convert-llama2c-nan", ["convert", "--from", "llama2c", "{l2c_nan}", "--out", "{dir}/c.h5"],
      ["NaN or infinite"]),
     # --- found by a fresh-eyes attack ------------------------------------------------------
-    ("calibrate-out-is-hw", ["calibrate", "--hw", "{hw_copy}", "--out", "{hw_copy}", "--sweeps", "0"],
-     ["--out", "is also the input --hw"]),
+    ("calibrate-out-is-calibration", ["calibrate", "--calibration", "{cal_copy}", "--out", "{cal_copy}", "--sweeps", "0"],
+     ["--out", "is also the input --calibration"]),
     ("calibrate-out-is-shipped-topology", ["calibrate", "--out", str(DATA / "topology/siracusa-boards.toml")],
-     ["is also the input --topology"]),
+     ["is also the input --calibration's topology"]),
+    ("calibrate-out-is-shipped-hw", ["calibrate", "--out", str(DATA / "hw/siracusa.toml")],
+     ["is also the input --calibration's hw"]),
+    ("calibrate-unknown", ["calibrate", "--calibration", "nope"], ["unknown calibration description 'nope'"]),
+    ("calibrate-bad-bounds", ["calibrate", "--calibration", "{cal_bounds}"], ["needs 0 < low < high"]),
+    ("calibrate-set-fitted", ["calibrate", "--set", "compute.freq_hz=3e8"], ["--set compute.freq_hz", "fitted parameter"]),
+    ("calibrate-set-unknown", ["calibrate", "--set", "compute.turbo=1", "--sweeps", "0", "--nm-iters", "0",
+                               "--no-validation", "--out", "{dir}/p.toml"], ["structure compute.turbo", "unknown key"]),
     ("run-json-is-shipped-hw", ["run", *DRY, "--json", str(DATA / "hw/siracusa.toml")], ["is also the input --hw"]),
     ("set-tiny-link-rate", ["run", *DRY, "--set", "link.link_bytes_per_s=1e-300"], ["link_bytes_per_s must be >= 1000"]),
     ("set-tiny-clock", ["run", *DRY, "--set", "compute.freq_hz=1e-308"], ["freq_hz must be >= 1000"]),
@@ -330,9 +337,9 @@ def bad(tiny_weights, tmp_path_factory):
     p["model_arch"] = _toml(d, "model_arch", sub(tiny, 'arch = "llama"', 'arch = "gpt"'))
     p["model_same_name"] = _toml(d, "model_same_name", sub(tiny, "n_layers = 2", "n_layers = 3"))
     p["model_victim"] = _toml(d, "model_victim", tiny.replace('name = "tinyllama-tiny"', 'name = "victim"'))
-    p["hw_freq_nan"] = _toml(d, "hw_freq_nan", sub(hw, "freq_hz = 474100000.0", "freq_hz = nan"))
+    p["hw_freq_nan"] = _toml(d, "hw_freq_nan", sub(hw, "freq_hz = 360000000.0", "freq_hz = nan"))
     p["hw_power_string"] = _toml(d, "hw_power_string", sub(hw, "cluster_active_w = 0.167", 'cluster_active_w = "low"'))
-    p["hw_l3_inf"] = _toml(d, "hw_l3_inf", sub(hw, "l3_bytes_per_s = 1.472e9", "l3_bytes_per_s = inf"))
+    p["hw_l3_inf"] = _toml(d, "hw_l3_inf", sub(hw, "l3_bytes_per_s = 8.0e8", "l3_bytes_per_s = inf"))
     p["hw_bool_string"] = _toml(d, "hw_bool_string", sub(hw, "l3_overlaps_compute = true", 'l3_overlaps_compute = "no"'))
     p["hw_l2_zero"] = _toml(d, "hw_l2_zero", sub(hw, "l2_bytes = 2097152", "l2_bytes = 0"))
     p["hw_missing"] = _toml(d, "hw_missing", hw.split("\n[energy]")[0] + "\n[origin]" + hw.split("\n[origin]")[1])
@@ -345,6 +352,9 @@ def bad(tiny_weights, tmp_path_factory):
     p["preset_unknown"] = _toml(d, "preset_unknown", head + '[fitted]\n"compute.cores" = 4\n')
     p["preset_text"] = _toml(d, "preset_text", head + '[fitted]\n"compute.freq_hz" = "fast"\n')
     p["hw_copy"] = _toml(d, "hw_copy", hw)
+    cal = (DATA / "calibration/siracusa-paper.toml").read_text()
+    p["cal_copy"] = _toml(d, "cal_copy", cal)
+    p["cal_bounds"] = _toml(d, "cal_bounds", sub(cal, "low = 12.8", "low = 40.0"))
     p["config_bad"] = _toml(d, "config_bad", 'chips = "x"\n')
     p["config_unknown"] = _toml(d, "config_unknown", 'colour = 1\n')
     p["config_set"] = _toml(d, "config_set", 'set = 4\n')

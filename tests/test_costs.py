@@ -187,3 +187,15 @@ def test_blocks_scope_is_the_blocks_only():
         assert c["macs"] - b["macs"] == steps * (v1 - v0) * cfg.dim
     fb, fm = figures(r, "blocks"), figures(r, "model")
     assert 0 < fb["latency_ms"] < fm["latency_ms"] and 0 < fb["energy_mj"] < fm["energy_mj"]
+
+
+def test_offchip_memory_energy_is_outside_the_chip_scope():
+    """The L3 device's energy per byte is reported apart: the chip's energy does not move."""
+    import mcu_emul
+    a = mcu_emul.run("tinyllama-42m", chips=1, gen_tokens=2, dry_run=True, preset="none")
+    b = mcu_emul.run("tinyllama-42m", chips=1, gen_tokens=2, dry_run=True, preset="none",
+                     overrides={"energy.l3_device_pj_per_byte": 200.0})
+    assert a.offchip_bytes > 0 and a.energy_mj == b.energy_mj
+    assert b.offchip_memory_energy_mj == pytest.approx(2 * a.offchip_memory_energy_mj, rel=1e-12)
+    per_token = a.offchip_bytes / 2 * 100.0 * 1e-9     # two passes (prefill, one decode step), 100 pJ/B
+    assert a.offchip_memory_energy_mj == pytest.approx(per_token, rel=1e-12)

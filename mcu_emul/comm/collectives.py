@@ -8,8 +8,11 @@ all ranks whatever the algorithm. Every algorithm returns early at one rank.
 - ring: reduce-scatter then all-gather over N chunks; each rank sends 2(N-1) messages.
 - hierarchical: levels of group sizes (innermost first, from the topology file). Reduce
   within each group to its leader (first rank), recurse on the leaders with the next level,
-  broadcast back down. At the top, the leaders run a ring all-reduce (bandwidth-optimal:
-  no leader sends the whole buffer to every other).
+  broadcast back down. At the top, the leaders run the topology's `top_algorithm`:
+  ring (bandwidth-optimal: 2(L-1) steps of 1/L of the buffer), recursive_doubling
+  (latency-optimal: log2 L exchanges of the whole buffer; a leader beyond the largest power
+  of two folds into a partner first) or tree (binomial reduce to the first leader, then
+  binomial broadcast: 2 log2 L steps of the whole buffer).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import numpy as np
 from ..hardware import costs
 
 ALGORITHMS = ("hierarchical", "ring", "flat")
+TOP_ALGORITHMS = ("ring", "recursive_doubling", "tree")
 
 
 def sat_add8(a, b):
@@ -84,12 +88,58 @@ def ring(buf, t, op, ranks=None):
     return np.concatenate(chunks).reshape(buf.shape)
 
 
-def hierarchical(buf, t, op, group_sizes=(4,), ranks=None):
+def recursive_doubling(buf, t, op, ranks=None):
+    ranks = list(range(t.size)) if ranks is None else ranks
+    n, i = len(ranks), ranks.index(t.rank)
+    p = 1 << (n.bit_length() - 1)                 # largest power of two <= n
+    if i >= p:                                    # fold in, wait for the result
+        t.send(buf, ranks[i - p])
+        return t.recv(ranks[i - p], buf.shape, buf.dtype)
+    acc = buf.copy()
+    if i + p < n:
+        acc = t.reduce(op, acc, t.recv(ranks[i + p], buf.shape, buf.dtype))
+    mask = 1
+    while mask < p:                               # exchange with the partner, both reduce
+        peer = ranks[i ^ mask]
+        t.send(acc, peer)
+        other = t.recv(peer, buf.shape, buf.dtype)
+        acc = t.reduce(op, acc, other) if i < (i ^ mask) else t.reduce(op, other, acc)
+        mask <<= 1
+    if i + p < n:
+        t.send(acc, ranks[i + p])
+    return acc
+
+
+def tree(buf, t, op, ranks=None):
+    ranks = list(range(t.size)) if ranks is None else ranks
+    n, i = len(ranks), ranks.index(t.rank)
+    acc, mask = buf.copy(), 1
+    while mask < n:                               # binomial reduce to ranks[0]
+        if i & mask:
+            t.send(acc, ranks[i - mask])
+            break
+        if i + mask < n:
+            acc = t.reduce(op, acc, t.recv(ranks[i + mask], buf.shape, buf.dtype))
+        mask <<= 1
+    if i:                                         # binomial broadcast back
+        acc = t.recv(ranks[i - (i & -i)], buf.shape, buf.dtype)
+    mask = (i & -i) >> 1 if i else 1 << (max(n - 1, 1).bit_length() - 1)
+    while mask:
+        if i + mask < n:
+            t.send(acc, ranks[i + mask])
+        mask >>= 1
+    return acc
+
+
+TOP = {"ring": ring, "recursive_doubling": recursive_doubling, "tree": tree}
+
+
+def hierarchical(buf, t, op, group_sizes=(4,), ranks=None, top="ring"):
     ranks = list(range(t.size)) if ranks is None else ranks
     if len(ranks) == 1:
         return buf.copy()
     if not group_sizes:
-        return ring(buf, t, op, ranks)
+        return TOP[top](buf, t, op, ranks)
     g = group_sizes[0]
     groups = [ranks[j:j + g] for j in range(0, len(ranks), g)]
     mine = next(grp for grp in groups if t.rank in grp)
@@ -100,13 +150,25 @@ def hierarchical(buf, t, op, group_sizes=(4,), ranks=None):
     acc = buf.copy()
     for r in mine[1:]:
         acc = t.reduce(op, acc, t.recv(r, buf.shape, buf.dtype))
-    acc = hierarchical(acc, t, op, group_sizes[1:], [grp[0] for grp in groups])   # 2. leaders
+    acc = hierarchical(acc, t, op, group_sizes[1:], [grp[0] for grp in groups], top)   # 2. leaders
     for r in mine[1:]:
         t.send(acc, r)
     return acc
 
 
-def messages_sent(algorithm: str, rank: int, size: int, group_sizes=(4,)) -> int:
+def _top_messages(top: str, i: int, n: int) -> int:
+    """Messages leader i of n sends in the top-level algorithm."""
+    if top == "ring":
+        return 2 * (n - 1)
+    if top == "recursive_doubling":
+        p = 1 << (n.bit_length() - 1)
+        return 1 if i >= p else (p.bit_length() - 1) + (1 if i + p < n else 0)
+    low = i & -i
+    masks = [m for m in (1 << k for k in range(n.bit_length())) if (m < low if i else m < n)]
+    return (1 if i else 0) + sum(1 for m in masks if i + m < n)
+
+
+def messages_sent(algorithm: str, rank: int, size: int, group_sizes=(4,), top: str = "ring") -> int:
     """Closed form of the messages one rank sends in one all-reduce (for tests and costs)."""
     if size == 1:
         return 0
@@ -123,17 +185,20 @@ def messages_sent(algorithm: str, rank: int, size: int, group_sizes=(4,)) -> int
         n += 1 if rank != mine[0] else len(mine) - 1
         ranks = [grp[0] for grp in groups]
     if rank in ranks and len(ranks) > 1:
-        n += 2 * (len(ranks) - 1)          # ring among the top-level leaders
+        n += _top_messages(top, ranks.index(rank), len(ranks))     # the top-level leaders
     return n
 
 
 class Collectives:
     """The all-reduces a chip's model calls: sum (partial sums) and max (argmax key)."""
 
-    def __init__(self, transport, algorithm: str = "hierarchical", group_sizes=(4,), clock=None):
+    def __init__(self, transport, algorithm: str = "hierarchical", group_sizes=(4,), clock=None, top: str = "ring"):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown all-reduce algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
+        if top not in TOP_ALGORITHMS:
+            raise ValueError(f"unknown top-level algorithm {top!r}; known: {', '.join(TOP_ALGORITHMS)}")
         self.t, self.algorithm, self.group_sizes = Link(transport, clock), algorithm, tuple(group_sizes)
+        self.top = top
         self.calls = 0
 
     def _run(self, buf, op, label):
@@ -147,7 +212,7 @@ class Collectives:
 
     def _algo(self, buf, op):
         if self.algorithm == "hierarchical":
-            return hierarchical(buf, self.t, op, self.group_sizes)
+            return hierarchical(buf, self.t, op, self.group_sizes, top=self.top)
         return (ring if self.algorithm == "ring" else flat)(buf, self.t, op)
 
     def sum(self, buf, label: str = ""):

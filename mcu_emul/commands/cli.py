@@ -114,13 +114,20 @@ def parser() -> argparse.ArgumentParser:
     pp.add_argument("--dry-run", action="store_true", help="analytic counters only (seconds); else real MPI runs")
     pp.add_argument("--preset", default=DEFAULT_PRESET)
     pp.add_argument("--json", default="paper.json", help="write the table here (default paper.json; - for standard output)")
-    cb = sub.add_parser("calibrate", help="fit the fitted parameters to T1-T7; write a preset")
-    cb.add_argument("--hw", default="siracusa")
-    cb.add_argument("--topology", default="siracusa-boards")
+    cb = sub.add_parser("calibrate", help="fit the fitted parameters to T1-T7, validate by prediction; write a preset")
+    cb.add_argument("--calibration", default="siracusa-paper",
+                    help="what to fit within which bounds: data/calibration/NAME.toml or a .toml path")
     cb.add_argument("--sweeps", type=_int_in(0, 100), default=1, help="coordinate-descent sweeps before Nelder-Mead")
     cb.add_argument("--nm-iters", type=_int_in(0, 10000), default=60, help="Nelder-Mead iterations (then one more sweep)")
     cb.add_argument("--start", help="start from this preset's fitted values (default: the hw/topology files)")
     cb.add_argument("--out", help="preset file to write (default data/presets/siracusa-paper.toml)")
+    cb.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a structure choice fixed before the fit (repeatable), e.g. link.group_sizes=[8]; "
+                         "written into the preset")
+    cb.add_argument("--no-validation", action="store_true",
+                    help="skip the leave-one-out fits and the sensitivities (a quick trial)")
+    cb.add_argument("--loo-nm-iters", type=_int_in(0, 10000), default=20,
+                    help="Nelder-Mead iterations of each leave-one-out fit (from the full fit's values)")
     sw = sub.add_parser("sweep", help="run a grid of configurations; merge results into CSV and JSON")
     sw.add_argument("--model", default=DEFAULT_MODEL)
     sw.add_argument("--chips", default="1,2,4,8", help="comma-separated chip counts")
@@ -325,7 +332,8 @@ def main(argv=None, transport_factory=lambda: None) -> int:
         return paper_cmd(a.dry_run, a.preset, a.json)
     if a.cmd == "calibrate":
         from .calibrate import calibrate_cmd
-        return calibrate_cmd(a.hw, a.topology, a.out, a.sweeps, a.start, a.nm_iters)
+        return calibrate_cmd(a.calibration, a.out, a.sweeps, a.start, a.nm_iters, not a.no_validation,
+                             a.loo_nm_iters, a.set)
     if a.cmd == "sweep":
         return cmd_sweep(a)
     if a.cmd == "plot":

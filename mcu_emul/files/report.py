@@ -47,7 +47,9 @@ def figures(res: dict, scope: str = "model", phase: str | None = None) -> dict:
     energy_mj = sum(c["energy_mj"] for c in chips) / steps
     cats = chips[0]["energy_mj_by_category"].keys()
     slow = max(chips, key=lambda c: c["cycles"])
+    l3_mj = sum(c["offchip_bytes"] for c in chips) * res["l3_device_pj_per_byte"] * 1e-9 / steps
     return {"latency_ms": latency_ms, "energy_mj": energy_mj, "edp_mj_ms": latency_ms * energy_mj,
+            "offchip_memory_energy_mj": l3_mj,
             "latency_ms_by_category": {k: v / f * 1e3 / steps for k, v in slow["cycles_by_category"].items()},
             "energy_mj_by_category": {k: sum(c["energy_mj_by_category"][k] for c in chips) / steps for k in cats}}
 
@@ -84,8 +86,9 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
         "figures_per": {"decode": "token", "prefill": "prefill", None: "inference"}[phase],
         "energy_mj_by_category": fig["energy_mj_by_category"],
         "latency_ms_by_category": fig["latency_ms_by_category"],
+        "offchip_memory_energy_mj": fig["offchip_memory_energy_mj"],
         "blocks": {k: blocks[k] for k in ("latency_ms", "energy_mj", "edp_mj_ms", "latency_ms_by_category",
-                                          "energy_mj_by_category")},
+                                          "energy_mj_by_category", "offchip_memory_energy_mj")},
         "prefill": {"mode": spec.prefill, "tokens": res["phases"]["prefill"]["tokens"],
                     "latency_ms": pre[0]["latency_ms"], "energy_mj": pre[0]["energy_mj"],
                     "edp_mj_ms": pre[0]["edp_mj_ms"],
@@ -142,6 +145,9 @@ def summary(rep: dict) -> str:
                  f"energy {b['energy_mj']:.4g} mJ, EDP {b['edp_mj_ms']:.4g} mJ*ms")
     lines.append(f"  total weights {fmt_bytes(rep['weight_bytes_total'])}, off-chip traffic "
                  f"{fmt_bytes(rep['offchip_bytes'])}, link traffic {fmt_bytes(rep['link_bytes'])}")
+    if rep["offchip_bytes"]:
+        lines.append(f"  the off-chip memory device draws {rep['offchip_memory_energy_mj']:.4g} mJ per "
+                     f"{rep['figures_per']} beyond the chips' energy above (HyperRAM and board, not in the chip scope)")
     acc = rep.get("accuracy")
     if acc:
         lines.append("  accuracy vs float: " + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()

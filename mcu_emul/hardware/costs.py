@@ -115,10 +115,11 @@ CATEGORIES = ("compute", "onchip", "offchip", "link", "idle")
 def energy_mj(hw: ChipSpec, topo: Topology, cycles: dict, nbytes: dict, engine_cycles: int = 0) -> dict:
     """Energy by category (mJ) from a chip's cycle and byte counters.
 
-    Compute time at the active power of the unit that ran it (cluster or neural engine). Every
-    stall (waiting on L2 DMA, on L3, on a link that the DMA drives, or on another chip) at idle
-    power: the cluster is clock-gated while it waits. Plus energy per byte of L2, L3 and link
-    traffic.
+    The chip's energy: compute time at the active power of the unit that ran it (cluster or
+    neural engine); every stall (waiting on L2 DMA, on L3, on a link that the DMA drives, or on
+    another chip) at idle power, the cluster being clock-gated while it waits; energy per byte
+    of L2 and link traffic. The off-chip memory device (HyperRAM and its board traces) is
+    outside this scope: see offchip_memory_energy_mj.
     """
     f, p, pi = hw.compute.freq_hz, hw.power, hw.power.idle_w
     mj = 1e3
@@ -126,7 +127,13 @@ def energy_mj(hw: ChipSpec, topo: Topology, cycles: dict, nbytes: dict, engine_c
     return {
         "compute": compute_j * mj,
         "onchip": (pi * cycles["onchip"] / f + hw.energy.l2_pj_per_byte * 1e-12 * nbytes["onchip"]) * mj,
-        "offchip": (pi * cycles["offchip"] / f + hw.energy.l3_pj_per_byte * 1e-12 * nbytes["offchip"]) * mj,
+        "offchip": pi * cycles["offchip"] / f * mj,
         "link": (pi * cycles["link"] / f + topo.link_pj_per_byte * 1e-12 * nbytes["link"]) * mj,
         "idle": pi * cycles["idle"] / f * mj,
     }
+
+
+def offchip_memory_energy_mj(hw: ChipSpec, offchip_bytes: int) -> float:
+    """Energy of the off-chip memory device for the bytes it delivered (mJ): reported apart
+    from the chip's energy (the published figures read as chip-only energy, see README)."""
+    return hw.energy.l3_device_pj_per_byte * 1e-12 * offchip_bytes * 1e3
