@@ -219,6 +219,7 @@ def provenance(o: RunOptions, spec, invocation: str, transport) -> dict:
             return metadata.version(pkg)
         except metadata.PackageNotFoundError:
             return None
+    preset = load_preset(o.preset) if o.preset != "none" else {}
     if spec.weights:
         weights = {"path": str(os.path.abspath(spec.weights)), "sha256": sha256(spec.weights),
                    "generated": o.weights is None}
@@ -227,8 +228,8 @@ def provenance(o: RunOptions, spec, invocation: str, transport) -> dict:
     else:
         weights = None                                # a dry run reads no weights
     return {"mcu_emul_version": __version__, "invocation": invocation,
-            "preset": o.preset, "fitted": dict(load_preset(o.preset)["fitted"]) if o.preset != "none" else {},
-            "structure": dict(load_preset(o.preset).get("structure", {})) if o.preset != "none" else {},
+            "preset": o.preset, "fitted": dict(preset.get("fitted", {})),
+            "structure": dict(preset.get("structure", {})),
             "overrides": parse_sets(o.sets) | (o.overrides or {}),
             "model_file": file("models", o.model) if o.model is not None and o.weights is None else None,
             "hw_file": file("hw", o.hw), "topology_file": file("topology", o.topology),

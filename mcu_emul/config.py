@@ -236,6 +236,9 @@ class ChipSpec:
         _check(isinstance(self.origin, dict), f"chip '{self.name}'", f"[origin] must be a table, got {self.origin!r}")
 
 
+TOP_ALGORITHMS = ("ring", "recursive_doubling", "tree")     # the group leaders' all-reduce (comm/collectives)
+
+
 @dataclass(frozen=True)
 class Topology:
     """All-reduce hierarchy (group size per level, innermost first; the last level spans the
@@ -248,7 +251,7 @@ class Topology:
     upper_bandwidth_factor: float = bound(ge=1e-6, le=1e3, default=0.5)
     upper_latency_factor: float = bound(ge=0.0, le=1e6, default=2.0)
     link_ports: str = bound(choices=("per_peer", "single"), default="per_peer")
-    top_algorithm: str = bound(choices=("ring", "recursive_doubling", "tree"), default="ring")
+    top_algorithm: str = bound(choices=TOP_ALGORITHMS, default="ring")
     note: str = ""
     origin: dict = field(default_factory=dict)
 

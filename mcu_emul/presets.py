@@ -22,7 +22,6 @@ def load_calibration(name: str = CALIBRATION) -> dict:
         assumed = [str(k) for k in table.get("assumed", {}).get("params", [])]
         structure = dict(table.get("structure", {}))
         targets = [str(t) for t in table.get("targets", {}).get("fitted", [])]
-        conflicts = {str(k): str(v) for k, v in table.get("targets", {}).get("conflicts", {}).items()}
         hw, topo = str(table["hw"]), str(table["topology"])
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path}: not a calibration description ({e}): needs hw, topology, "
@@ -31,7 +30,7 @@ def load_calibration(name: str = CALIBRATION) -> dict:
         if not 0 < lo < hi:
             raise UserError(f"{path}: [fitted.\"{k}\"] needs 0 < low < high, got {lo}, {hi}")
     return {"hw": hw, "topology": topo, "bounds": bounds, "assumed": assumed, "structure": structure,
-            "targets": targets, "conflicts": conflicts, "path": path}      # targets: [] = all
+            "targets": targets, "path": path}      # targets: [] = all
 
 
 # parameter -> (low, high, the public source of these bounds)

@@ -68,8 +68,14 @@ def test_bad_preset_is_clear(tmp_path):
 def test_write_preset_roundtrip(tmp_path):
     vals = {k: lo for k, (lo, hi, _) in BOUNDS.items()}
     path = tmp_path / "x.toml"
-    write_preset(path, "siracusa", "siracusa-boards", vals, {f"T{i}": 1.5 for i in range(1, 8)}, 1.0)
-    assert load_preset(str(path))["fitted"] == vals
+    ids = [f"T{i}" for i in range(1, 8)]
+    check = {"loo_error_pct": {k: -2.5 for k in ids}, "at_bound": {"compute.freq_hz": "low"},
+             "sensitivity": {"power.idle_w": {k: 0.25 for k in ids}}}
+    write_preset(path, "siracusa", "siracusa-boards", vals, {k: 1.5 for k in ids}, 1.0, validation=check,
+                 structure={"link.group_sizes": [8]})
+    pre = load_preset(str(path))
+    assert pre["fitted"] == vals and pre["structure"] == {"link.group_sizes": [8]}
+    assert {k: pre[k] for k in check} == check
 
 
 def test_calibrate_command_writes_a_preset(tmp_path):

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import TOP_ALGORITHMS  # noqa: F401 - re-exported: the choices of Topology.top_algorithm
 from ..hardware import costs
 
 ALGORITHMS = ("hierarchical", "ring", "flat")
-TOP_ALGORITHMS = ("ring", "recursive_doubling", "tree")
 
 
 def sat_add8(a, b):

@@ -19,7 +19,8 @@ import math
 import time
 from pathlib import Path
 
-from ..config import load_chip, load_topology, param_value, with_values
+from ..config import load_chip, load_topology, param_value, toml_text, with_values
+from ..errors import UserError
 from .paper import TARGETS, dry_pool, errors_pct, evaluate
 from ..presets import PRESET_DIR, load_calibration, load_preset
 from ..files.outputs import write_bytes
@@ -207,13 +208,12 @@ def write_preset(path, hw: str, topology: str, values: dict, table: dict, second
              "# of squares). Bounds and their sources in [bounds]; validation by prediction below.",
              f'hw = "{hw}"', f'topology = "{topology}"', ""]
     if structure:
-        from ..config import toml_text
         lines += ["# the structure: fixed values applied to the hw/topology files before the fitted ones",
                   "[structure]"] + [f"{_toml_key(k)} = {toml_text(v)}" for k, v in structure.items()] + [""]
     lines += ["[fitted]"]
     lines += [f'{_toml_key(k)} = {v!r}' for k, v in values.items()]
     lines += ["", "[bounds]"]
-    lines += [f'{_toml_key(k)} = [{lo!r}, {hi!r}, {_quote(why)}]' for k, (lo, hi, why) in bounds.items()
+    lines += [f'{_toml_key(k)} = [{lo!r}, {hi!r}, {toml_text(why)}]' for k, (lo, hi, why) in bounds.items()
               if k in values]
     lines += ["", "# in-sample error of each target with this preset, % (full paper run settings)", "[error_pct]"]
     lines += [f"{k} = {v:.3f}" for k, v in table.items()]
@@ -228,10 +228,6 @@ def write_preset(path, hw: str, topology: str, values: dict, table: dict, second
         for p, row in validation["sensitivity"].items():
             lines += [f"[sensitivity.{_toml_key(p)}]"] + [f"{k} = {v:.3f}" for k, v in row.items()]
     write_bytes(path, ("\n".join(lines) + "\n").encode())
-
-
-def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def calibrate_cmd(calibration: str | None, out: str | None, sweeps: int = 1, start: str | None = None,
@@ -250,13 +246,11 @@ def calibrate_cmd(calibration: str | None, out: str | None, sweeps: int = 1, sta
     ids = [t.id for t in TARGETS]
     bad = sorted(set(cal["targets"]) - set(ids))
     if bad:
-        from ..errors import UserError
         raise UserError(f"{cal['path']}: [targets] fitted names unknown target(s) {', '.join(bad)} "
                         f"(known: {', '.join(ids)})")
     structure = cal["structure"] | parse_sets(sets or [])
     clash = sorted(set(structure) & set(bounds))
     if clash:
-        from ..errors import UserError
         raise UserError(f"--set {clash[0]}: a fitted parameter of --calibration {name}; set only fixed ones")
     t0 = time.perf_counter()
     chip, topo = with_values(load_chip(cal["hw"]), load_topology(cal["topology"]), structure, "structure")
@@ -280,7 +274,6 @@ def calibrate_cmd(calibration: str | None, out: str | None, sweeps: int = 1, sta
         print(f"  {k}  ours {ours[k]:10.4g}  published {pub[k].published:8.4g} {pub[k].unit:3s}  error {e:+7.1f}%{loo}")
     if check:
         print("sensitivity d log(target) / d log(parameter):")
-        ids = [t.id for t in TARGETS]
         print(f"  {'parameter':36s}" + "".join(f"{k:>7s}" for k in ids))
         for p, row in check["sensitivity"].items():
             print(f"  {p:36s}" + "".join(f"{row[k]:+7.2f}" for k in ids))
