@@ -199,3 +199,16 @@ def test_offchip_memory_energy_is_outside_the_chip_scope():
     assert b.offchip_memory_energy_mj == pytest.approx(2 * a.offchip_memory_energy_mj, rel=1e-12)
     per_token = a.offchip_bytes / 2 * 100.0 * 1e-9     # two passes (prefill, one decode step), 100 pJ/B
     assert a.offchip_memory_energy_mj == pytest.approx(per_token, rel=1e-12)
+
+
+def test_dma_weights_unit_moves_compute_not_data():
+    """dma_weights_unit = engine: weights DMA-ed into L1 run on the engine (its rate, its power);
+    the bytes moved and a weight-memory kernel are unchanged."""
+    eng = dataclasses.replace(CHIP, compute=dataclasses.replace(CHIP.compute, dma_weights_unit="engine"))
+    for place in (costs.L2, costs.L3):
+        a, b = costs.matmul(CHIP, 1, 512, 512, place), costs.matmul(eng, 1, 512, 512, place)
+        assert a.engine == 0 and b.engine == b.compute > 0
+        assert b.compute < a.compute                  # the engine's GEMV rate is above the cluster's
+        assert (a.onchip_bytes, a.offchip_bytes, a.macs) == (b.onchip_bytes, b.offchip_bytes, b.macs)
+        assert b.cycles == a.cycles                   # a GEMV from L2 / L3 stays bound by the DMA / L3
+    assert costs.matmul(eng, 1, 512, 512, costs.WEIGHT_MEM) == costs.matmul(CHIP, 1, 512, 512, costs.WEIGHT_MEM)

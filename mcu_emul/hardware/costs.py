@@ -45,19 +45,20 @@ def matmul(hw: ChipSpec, m: int, n: int, k: int, where) -> Cost:
 
     Weights in the weight memory feed the neural engine directly: at its GEMV rate for one
     token (no weight reuse: bound by its weight port), at its GEMM rate for several; weights
-    in L2 (or streamed from L3) are computed by the cluster and pass through L1 by DMA.
+    in L2 (or streamed from L3) pass through L1 by DMA and are computed there by the cluster,
+    or by the engine reading L1 (`dma_weights_unit`).
     """
     if not isinstance(where, str):
         parts = [matmul(hw, m, rows, k, place) for place, rows in where]
         return sum(parts[1:], parts[0])
     c, macs, wbytes = hw.compute, m * n * k, n * k
     act_bytes = m * k + 4 * m * n                           # int8 in, int32 out
-    if where == WEIGHT_MEM:
+    engine = where == WEIGHT_MEM or c.dma_weights_unit == "engine"
+    if engine:
         rate = c.engine_gemv_macs_per_cycle if m == 1 else c.engine_gemm_macs_per_cycle
-        dma_bytes = act_bytes
     else:
         rate = c.cluster_gemv_macs_per_cycle if m == 1 else c.cluster_gemm_macs_per_cycle
-        dma_bytes = act_bytes + wbytes
+    dma_bytes = act_bytes if where == WEIGHT_MEM else act_bytes + wbytes
     compute = _ceil(macs / rate) + c.kernel_overhead_cycles
     dma = _ceil(dma_bytes / hw.dma.l2_l1_bytes_per_cycle)
     onchip = max(0, dma - compute)
@@ -66,7 +67,7 @@ def matmul(hw: ChipSpec, m: int, n: int, k: int, where) -> Cost:
         off_bytes = wbytes
         l3 = _ceil(wbytes * c.freq_hz / hw.offchip.l3_bytes_per_s) + hw.offchip.l3_latency_cycles
         offchip = max(0, l3 - compute - onchip) if hw.offchip.l3_overlaps_compute else l3
-    return Cost(compute, onchip, offchip, dma_bytes, off_bytes, macs, compute if where == WEIGHT_MEM else 0)
+    return Cost(compute, onchip, offchip, dma_bytes, off_bytes, macs, compute if engine else 0)
 
 
 def attention(hw: ChipSpec, heads: int, m: int, t: int, hd: int, pairs: int | None = None) -> Cost:
