@@ -3,6 +3,7 @@ file config and `--set` value (type, finite, range), with errors that name the f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 
@@ -18,13 +19,19 @@ def _type_name(t) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(t, t.__name__)
 
 
+@functools.lru_cache(maxsize=None)
+def _fields(cls) -> dict:
+    """name -> (field, its type) of a dataclass (type hints resolved once per class)."""
+    hints = typing.get_type_hints(cls)
+    return {x.name: (x, hints[x.name]) for x in dataclasses.fields(cls)}
+
+
 @typing.no_type_check
 def coerce(cls, name: str, value, where: str):
     """value checked against field `name` of dataclass `cls`: its type (an int is a valid float;
     an integral float a valid int; nothing else converts: "no" is not a boolean), finite, within
     its limits. Returns the value in the field's type; raises UserError naming `where` and value."""
-    f = {x.name: x for x in dataclasses.fields(cls)}[name]
-    t = typing.get_type_hints(cls)[name]
+    f, t = _fields(cls)[name]
     bad = f"{where}: {name} must be {_type_name(t)}, got {value!r}"
     if t is bool:
         if not isinstance(value, bool):
