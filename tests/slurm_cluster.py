@@ -103,7 +103,7 @@ class SlurmCluster:
             self._spawn("slurmd", [_exe("slurmd"), "-D", "-N", n, "-f", str(self.conf)], n)
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout_s:
-            if set(self.node_states().values()) == {"idle"} and len(self.node_states()) == len(self.names):
+            if self.node_states() == {n: "idle" for n in self.names}:
                 return self
             if any(p.poll() is not None for ps in self.daemons.values() for p in ps):
                 break
@@ -227,9 +227,9 @@ def running(root: Path, nodes: int, cpus: int):
     try:
         c.start()
     except Exception as e:   # noqa: BLE001 - whatever failed, stop what did start
-        single_host = c.multiple_slurmd()
+        multiple = c.multiple_slurmd()
         c.stop()
-        if nodes > 1 and single_host is False:
+        if nodes > 1 and multiple is False:
             pytest.skip("this Slurm is built without multiple-slurmd support (scontrol show config: "
                         "MULTIPLE_SLURMD), so it cannot run two nodes on one host")
         pytest.fail(f"could not start the test Slurm cluster: {e}")
