@@ -5,6 +5,8 @@ The transport is handed in from the top, so the same code runs over MPI or in-pr
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -245,7 +247,8 @@ def run_chip(spec: RunSpec, t) -> dict | None:
                               energy_mj=sum(e.values()), energy_mj_by_category=e, macs=c["macs"],
                               offchip_bytes=c["bytes"]["offchip"], link_bytes=c["bytes"]["link"])
     busy = sum(v for k, v in clock.cycles.items() if k != "idle")
-    chip = dict(rank=rank, onchip_capacity_bytes=spec.chip.onchip_capacity_bytes, onchip_used_bytes=arena.used,
+    chip = dict(rank=rank, **where_this_runs(),
+                onchip_capacity_bytes=spec.chip.onchip_capacity_bytes, onchip_used_bytes=arena.used,
                 onchip_used_by_category=dict(arena.used_by), weight_bytes=weight_bytes,
                 weight_bytes_by_place=weight_bytes_by_place(specs, where),
                 kv_cache_bytes=int(tensors["kv_cache"].nbytes) if "kv_cache" in tensors else 0,
@@ -268,6 +271,13 @@ def run_chip(spec: RunSpec, t) -> dict | None:
                 output_scale=out_scale, token_ids=gen, inputs=inputs, host_step_s=step_s, dry_run=dry, traces=traces,
                 freq_hz=spec.chip.compute.freq_hz, l3_device_pj_per_byte=spec.chip.energy.l3_device_pj_per_byte,
                 output_sha256=hashlib.sha256(np.ascontiguousarray(out).astype("<i2").tobytes()).hexdigest())
+
+
+def where_this_runs() -> dict:
+    """Where this rank's process runs: its Slurm node name (SLURMD_NODENAME, set in every
+    Slurm step; None outside Slurm) and its host name. Several Slurm nodes may share one host,
+    so the node name, not the host, tells the nodes of a multi-node run apart."""
+    return {"node": os.environ.get("SLURMD_NODENAME") or None, "host": socket.gethostname()}
 
 
 def _progress(done: int, total: int, t0: float):

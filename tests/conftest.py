@@ -59,6 +59,15 @@ def cleanup_mpich():
             pass
 
 
+def results(rep: dict) -> dict:
+    """A report's results: without the host's timings, the provenance of the invocation and
+    where each chip ran (node, host), which differ between launchers and machines while every
+    result (outputs, counters, emulated figures) must not."""
+    out = {k: v for k, v in rep.items() if not k.startswith("host_") and k != "provenance"}
+    out["per_chip"] = [{k: v for k, v in c.items() if k not in ("node", "host")} for c in rep["per_chip"]]
+    return out
+
+
 def run_cli(args, timeout=TIMEOUT_S, n=None, cwd=None):
     """python -m mcu_emul ARGS, under mpiexec -n N when n is given."""
     cmd = [sys.executable, "-m", "mcu_emul", *map(str, args)]

@@ -1,5 +1,7 @@
 """The command line: runs, reports, and one-line errors with non-zero exits."""
 import json
+import os
+import socket
 
 import h5py
 import numpy as np
@@ -28,6 +30,9 @@ def test_run_json_and_logits(tiny_weights, tmp_path):
     assert r["accuracy"]["logits_cosine_vs_float"] >= 0.99
     assert {"rank", "onchip_capacity_bytes", "onchip_used_bytes", "weight_bytes", "kv_cache_bytes",
             "weights_read_bytes", "offchip_bytes"} <= set(r["per_chip"][0])
+    # where each chip ran: in-process chips share this process's node and host
+    assert [(c["rank"], c["node"], c["host"]) for c in r["per_chip"]] == \
+        [(i, os.environ.get("SLURMD_NODENAME"), socket.gethostname()) for i in range(3)]
     lg = np.load(npy)
     assert lg.shape == (8, 512) and lg.dtype == np.float32     # prefill row (last prompt position) + 7 steps
 

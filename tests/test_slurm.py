@@ -5,33 +5,16 @@ import sys
 
 import pytest
 
-from conftest import ROOT, cleanup_mpich, run_cli
-from slurm_cluster import SlurmCluster, missing
+from conftest import ROOT, results, run_cli
+from slurm_cluster import running
 
 pytestmark = pytest.mark.mpiexec
 
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("the throwaway Slurm cluster runs its daemons as root")
-    lack = missing()
-    if lack:
-        pytest.skip(f"Slurm/munge not installed ({', '.join(lack)}): apt-get install slurm-wlm munge")
-    c = SlurmCluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        c.start()
-    except Exception as e:   # noqa: BLE001
-        c.stop()
-        pytest.fail(f"could not start the test Slurm cluster: {e}")
-    yield c
-    c.stop()
-    cleanup_mpich()
-
-
-def _strip(r):
-    """The results (host timings and the provenance of the invocation left out)."""
-    return {k: v for k, v in r.items() if not k.startswith("host_") and k != "provenance"}
+    with running(tmp_path_factory.mktemp("slurm"), nodes=1, cpus=8) as c:
+        yield c
 
 
 @pytest.mark.parametrize("launch", ["srun", "mpiexec"])
@@ -48,7 +31,9 @@ def test_sbatch_eight_chips_matches_mpiexec(slurm, tiny_weights, tmp_path, launc
     a = json.loads((tmp_path / "direct.json").read_text())
     b = json.loads((tmp_path / "slurm.json").read_text())
     assert b["chips"] == 8
-    assert _strip(a) == _strip(b)
+    assert {c["node"] for c in b["per_chip"]} == {"n1"}                  # the node's Slurm name
+    assert {c["node"] for c in a["per_chip"]} == {os.environ.get("SLURMD_NODENAME")}
+    assert results(a) == results(b)
     assert a["provenance"]["weights"] == b["provenance"]["weights"]
 
 
