@@ -6,7 +6,7 @@ import pytest
 from mcu_emul.hardware import costs
 from mcu_emul.chip import RunSpec, run_chip
 from mcu_emul.config import load_chip, load_topology, with_overrides
-from mcu_emul.comm.transport import run_virtual
+from mcu_emul.comm.virtual import run_virtual
 
 CHIP, TOPO = load_chip(), load_topology()
 COUNTERS = ("cycles", "busy_cycles", "idle_cycles", "cycles_by_category", "energy_mj", "energy_mj_by_category",
