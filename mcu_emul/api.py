@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from .chip import FAIL_PHASES, PLACEMENTS, PREFILLS, RunSpec, ensure_weights, run_chip, validate_inputs
 from .comm.collectives import ALGORITHMS
-from .comm.transport import Aborted, MPITransport, mpi_launched, run_virtual
+from .comm.transport import Aborted, MPITransport, mpi_launched
+from .comm.virtual import run_virtual
 from .config import MAX_CONTEXT, LlamaConfig, load_model, table_path, toml_text
 from .errors import UserError
 from .files.outputs import check_paths, write_json

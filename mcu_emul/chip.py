@@ -67,10 +67,15 @@ class Meter:
         # trace labels: "layers.3.wq" -> "wq"
         self.labels = {k: k.split(".", 2)[2] if k.startswith("layers.") else k for k in shapes}
         self.current = ""                      # the phase being run (see phase())
+        self.costs = clock.costs
+        self._mm = {}                          # (weight, rows) -> (its Cost, trace label)
 
     def matmul(self, name: str, m: int):
-        n, k = self.shapes[name]
-        self.clock.charge(costs.matmul(self.hw, m, n, k, self.where[name]), self.labels[name])
+        hit = self._mm.get((name, m))
+        if hit is None:
+            n, k = self.shapes[name]
+            hit = self._mm[(name, m)] = (self.costs.matmul(m, n, k, self.where[name]), self.labels[name])
+        self.clock.charge(*hit)
 
     def weight_kernel(self, name: str, w, x: np.ndarray) -> np.ndarray:
         """W x for weight `name` (a QWeight of self.K): charged from shapes, then computed
@@ -79,13 +84,13 @@ class Meter:
         return self.K.matmul_i8(x, w)
 
     def rows(self, name: str, nbytes: int):
-        self.clock.charge(costs.row_fetch(self.hw, nbytes, self.where[name]), f"{name} rows")
+        self.clock.charge(self.costs.row_fetch(nbytes, self.where[name]), name + " rows")
 
     def elementwise(self, n: int, name: str = "elementwise"):
-        self.clock.charge(costs.elementwise(self.hw, n), name)
+        self.clock.charge(self.costs.elementwise(n), name)
 
     def attention(self, heads: int, m: int, t: int, hd: int, pairs: int | None = None):
-        self.clock.charge(costs.attention(self.hw, heads, m, t, hd, pairs), "attention")
+        self.clock.charge(self.costs.attention(heads, m, t, hd, pairs), "attention")
 
     def span(self, name: str):
         return self.clock.span(name)

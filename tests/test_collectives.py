@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mcu_emul.comm.collectives import ALGORITHMS, Collectives, messages_sent
-from mcu_emul.comm.transport import run_virtual
+from mcu_emul.comm.virtual import run_virtual
 
 GROUPS = [(4,), (2, 4), (3,)]
 

@@ -6,7 +6,7 @@ import pytest
 from mcu_emul.hardware import costs
 from mcu_emul.chip import RunSpec, run_chip
 from mcu_emul.config import load_chip, load_topology, with_overrides
-from mcu_emul.comm.transport import run_virtual
+from mcu_emul.comm.virtual import run_virtual
 
 CHIP, TOPO = load_chip(), load_topology()
 COUNTERS = ("cycles", "busy_cycles", "idle_cycles", "cycles_by_category", "energy_mj", "energy_mj_by_category",
@@ -137,6 +137,23 @@ def test_split_weight_runs_as_two_kernels():
     assert split == costs.matmul(CHIP, 1, 300, 512, costs.WEIGHT_MEM) + costs.matmul(CHIP, 1, 212, 512, costs.L2)
     assert split.engine == costs.matmul(CHIP, 1, 300, 512, costs.WEIGHT_MEM).compute > 0
     assert costs.matmul(CHIP, 1, 512, 512, costs.L2).engine == 0
+
+
+def test_cost_addition_is_field_by_field():
+    a, b = costs.Cost(1, 2, 3, 4, 5, 6, 7), costs.Cost(10, 20, 30, 40, 50, 60, 70)
+    assert a + b == costs.Cost(11, 22, 33, 44, 55, 66, 77) and (a + b).cycles == 66
+
+
+def test_cost_table_is_the_pure_functions_memoized():
+    parts = ((costs.WEIGHT_MEM, 300), (costs.L2, 212))
+    tab = costs.Table(CHIP)
+    for args in ((1, 512, 512, parts), (4, 512, 512, costs.L3), (1, 64, 64, costs.WEIGHT_MEM)):
+        assert tab.matmul(*args) == costs.matmul(CHIP, *args)
+        assert tab.matmul(*args) is tab.matmul(*args)              # computed once
+    assert tab.attention(8, 3, 17, 32, 40) == costs.attention(CHIP, 8, 3, 17, 32, 40)
+    assert tab.attention(8, 1, 17, 32) == costs.attention(CHIP, 8, 1, 17, 32) != tab.attention(8, 1, 18, 32)
+    assert tab.elementwise(800) == costs.elementwise(CHIP, 800)
+    assert tab.row_fetch(256, parts) == costs.row_fetch(CHIP, 256, parts) != tab.row_fetch(256, costs.L3)
 
 
 def test_arena_packs_weight_memory_then_l2():

@@ -8,7 +8,7 @@ import dataclasses
 
 from mcu_emul.config import MemorySpec, load_chip, load_topology
 from mcu_emul.errors import CapacityError
-from mcu_emul.comm.transport import run_virtual
+from mcu_emul.comm.virtual import run_virtual
 
 SIRACUSA = load_chip()
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mcu_emul.chip import RunSpec, run_chip
-from mcu_emul.comm.transport import run_virtual
+from mcu_emul.comm.virtual import run_virtual
 from mcu_emul.config import load_chip, load_topology
 from mcu_emul.models import llama
 from conftest import run_cli

@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import TOP_ALGORITHMS  # noqa: F401 - re-exported: the choices of Topology.top_algorithm
-from ..hardware import costs
 
 ALGORITHMS = ("hierarchical", "ring", "flat")
 
@@ -49,7 +48,7 @@ class Link:
 
     def reduce(self, op, a, b):
         if self.clock is not None:
-            self.clock.charge(costs.elementwise(self.clock.hw, int(b.size)), "reduce")
+            self.clock.charge(self.clock.costs.elementwise(int(b.size)), "reduce")
         return op(a, b)
 
 

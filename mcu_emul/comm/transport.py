@@ -1,4 +1,5 @@
-"""Point-to-point transports: real MPI (the only module importing mpi4py) or in-process threads.
+"""Point-to-point transports: the interface, and real MPI (the only module importing mpi4py);
+in-process ranks are in virtual.py.
 
 A transport moves numpy buffers between ranks: `send` never blocks (buffered), `recv` blocks
 until the matching message from `source` arrives. Messages between a pair arrive in order.
@@ -7,8 +8,6 @@ until the matching message from `source` arrives. Messages between a pair arrive
 from __future__ import annotations
 
 import pickle
-import queue
-import threading
 import time
 
 import numpy as np
@@ -81,70 +80,6 @@ class Transport:
 
     def finish(self):
         """Complete outstanding sends."""
-
-
-# --- in-process virtual ranks ----------------------------------------------------------
-class Fabric:
-    """Shared state of a set of in-process ranks: one FIFO per (source, dest) pair."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.q = {(s, d): queue.SimpleQueue() for s in range(size) for d in range(size)}
-        self.aborted = threading.Event()
-
-
-class ThreadTransport(Transport):
-    def __init__(self, fabric: Fabric, rank: int):
-        super().__init__()
-        self.fabric, self.rank, self.size = fabric, rank, fabric.size
-
-    def send(self, arr, dest, count=True, stamp=(0, 0)):
-        a = np.array(arr, copy=True)
-        if count:
-            self._count(a)
-        self.fabric.q[(self.rank, dest)].put((a, (int(stamp[0]), int(stamp[1]))))
-
-    def recv_msg(self, source, shape, dtype):
-        q = self.fabric.q[(source, self.rank)]
-        while True:
-            try:
-                a, stamp = q.get(timeout=0.05)
-                break
-            except queue.Empty:
-                if self.fabric.aborted.is_set():
-                    raise Aborted(f"rank {self.rank}: another rank failed") from None
-        if a.shape != tuple(shape) or a.dtype != np.dtype(dtype):
-            raise RuntimeError(f"rank {self.rank}: message from {source} is {a.dtype}{a.shape}, "
-                               f"expected {np.dtype(dtype)}{tuple(shape)}")
-        return a, stamp
-
-
-def run_virtual(size: int, fn):
-    """Run fn(transport) on `size` in-process ranks (threads); results by rank.
-
-    If any rank raises, the others are released and the first real error is re-raised.
-    """
-    fabric = Fabric(size)
-    results, errors = [None] * size, [None] * size
-
-    def body(r):
-        try:
-            results[r] = fn(ThreadTransport(fabric, r))
-        except BaseException as e:   # noqa: BLE001 - reported below
-            if not hasattr(e, "mcu_rank"):
-                e.mcu_rank = r
-            errors[r] = e
-            fabric.aborted.set()
-
-    threads = [threading.Thread(target=body, args=(r,), name=f"chip{r}", daemon=True) for r in range(size)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    real = [e for e in errors if e is not None and not isinstance(e, Aborted)]
-    if real:
-        raise real[0]
-    return results
 
 
 # --- MPI -------------------------------------------------------------------------------

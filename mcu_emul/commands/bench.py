@@ -15,7 +15,7 @@ from ..models.partition import plan
 from ..numerics import kernels as K
 from ..numerics.quant import Requant
 from ..numerics.reference import LlamaRef
-from ..comm.transport import Fabric, ThreadTransport
+from ..comm.virtual import Fabric, ThreadTransport
 from ..files.weights import WeightsFile
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..chip import RunSpec, run_chip
 from ..config import ChipSpec, Topology
 from ..files.report import figures
-from ..comm.transport import run_virtual
+from ..comm.virtual import run_virtual
 
 # Run settings behind the figures (not published; ours): TinyLlama decode of prompt [1] and
 # 32 greedy tokens, figures averaged per token over KV positions 0..31; the scaled model the

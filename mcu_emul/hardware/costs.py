@@ -7,16 +7,15 @@ up the same numbers.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..config import ChipSpec, Topology
 
 WEIGHT_MEM, L2, L3 = "weight_mem", "l2", "l3"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cost:
     """Cycles by category and bytes moved by one kernel (or a few, added)."""
     compute: int = 0
@@ -32,7 +31,11 @@ class Cost:
         return self.compute + self.onchip + self.offchip
 
     def __add__(self, o: "Cost") -> "Cost":
-        return Cost(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(o))))
+        # field by field: dataclasses.astuple deep-copies, ten times slower
+        return Cost(*(getattr(self, f) + getattr(o, f) for f in _COST_FIELDS))
+
+
+_COST_FIELDS = tuple(f.name for f in fields(Cost))
 
 
 def _ceil(x: float) -> int:
@@ -108,6 +111,35 @@ def link_cycles(hw: ChipSpec, topo: Topology, nbytes: int, level: int) -> tuple[
     lat = topo.link_latency_s * (topo.upper_latency_factor if level > 0 else 1.0)
     f = hw.compute.freq_hz
     return _ceil(nbytes * f / bw), _ceil(lat * f)
+
+
+class Table:
+    """The kernel cost functions above for one chip, memoized by their shape arguments. They
+    are pure functions of (hw, shapes) and a run asks for the same few shapes thousands of
+    times; the specs are not hashable (their `origin` tables), so the memo is per chip."""
+
+    def __init__(self, hw: ChipSpec):
+        self.hw = hw
+        self._memo = {}
+
+    def _get(self, fn, *args) -> Cost:
+        key = (fn, *args)
+        c = self._memo.get(key)
+        if c is None:
+            c = self._memo[key] = fn(self.hw, *args)
+        return c
+
+    def matmul(self, m: int, n: int, k: int, where) -> Cost:
+        return self._get(matmul, m, n, k, where)
+
+    def attention(self, heads: int, m: int, t: int, hd: int, pairs: int | None = None) -> Cost:
+        return self._get(attention, heads, m, t, hd, pairs)
+
+    def elementwise(self, n: int) -> Cost:
+        return self._get(elementwise, n)
+
+    def row_fetch(self, nbytes: int, where) -> Cost:
+        return self._get(row_fetch, nbytes, where)
 
 
 CATEGORIES = ("compute", "onchip", "offchip", "link", "idle")

@@ -24,24 +24,30 @@ class ChipClock:
         self.macs = 0
         self.engine_cycles = 0                 # compute cycles run on the neural engine
         self.sections = {}                     # name -> counters accumulated inside section(name)
+        self.costs = costs.Table(hw)           # this chip's kernel costs, memoized by shape
+        self._links = {}                       # (nbytes, dest) -> (serialization, latency, port)
 
     def charge(self, c: costs.Cost, name: str = "kernel"):
         if self.trace is not None and c.cycles:
             cat = max(("compute", "onchip", "offchip"), key=lambda k: getattr(c, k))
             self.trace.append(("X", name, self.now, c.cycles, cat))
-        self.cycles["compute"] += c.compute
-        self.cycles["onchip"] += c.onchip
-        self.cycles["offchip"] += c.offchip
-        self.bytes["onchip"] += c.onchip_bytes
-        self.bytes["offchip"] += c.offchip_bytes
+        cy, by = self.cycles, self.bytes
+        cy["compute"] += c.compute
+        cy["onchip"] += c.onchip
+        cy["offchip"] += c.offchip
+        by["onchip"] += c.onchip_bytes
+        by["offchip"] += c.offchip_bytes
         self.macs += c.macs
         self.engine_cycles += c.engine
-        self.now += c.cycles
+        self.now += c.compute + c.onchip + c.offchip
 
     def send(self, nbytes: int, dest: int) -> tuple[int, int]:
         """Queue a message on its link; returns (arrival time at dest, transfer cycles)."""
-        ser, lat = costs.link_cycles(self.hw, self.topo, nbytes, self.topo.level(self.rank, dest))
-        port = dest if self.topo.link_ports == "per_peer" else 0
+        link = self._links.get((nbytes, dest))
+        if link is None:                       # a pure function of (size, peer): computed once
+            ser, lat = costs.link_cycles(self.hw, self.topo, nbytes, self.topo.level(self.rank, dest))
+            link = self._links[(nbytes, dest)] = (ser, lat, dest if self.topo.link_ports == "per_peer" else 0)
+        ser, lat, port = link
         start = max(self.now, self.link_free.get(port, 0))
         self.link_free[port] = start + ser
         self.bytes["link"] += nbytes
