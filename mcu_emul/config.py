@@ -183,9 +183,7 @@ class ComputeSpec(_Checked):
     engine_gemm_macs_per_cycle: float = bound(ge=1e-3, le=1e6)
     kernel_overhead_cycles: int = bound(ge=0, le=10**9)
     elementwise_per_cycle: float = bound(ge=1e-3, le=1e6)
-    # the unit that computes weights the DMA brings into L1 (from L2 or streamed from L3):
-    # the cluster, or the neural engine reading them from L1 (weights in the weight memory
-    # always run on the engine)
+    # who computes weights the DMA brings into L1 (from L2/L3); weight-memory ones run on the engine
     dma_weights_unit: str = bound(choices=("cluster", "engine"), default="cluster")
 
 
