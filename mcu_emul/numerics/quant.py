@@ -9,11 +9,13 @@ MULT_BITS = 24  # requantization multipliers lie in [2^23, 2^24): 24-bit precisi
 def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 per output channel (row). w: float (out, in) -> (int8 (out, in), float32 (out,))."""
     w = np.asarray(w, np.float32)
-    amax = np.abs(w).max(axis=-1)
+    amax = np.maximum(w.max(axis=-1), -w.min(axis=-1))       # max |w| without a copy of w
     # a row below 1e-27 (denormals) is a zero row: its scale would leave float32's normal range
     scale = np.where(amax > 1e-27, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w / scale[..., None]), -127, 127).astype(np.int8)
-    return q, scale
+    t = w / scale[..., None]                                  # one temporary, rounded in place
+    np.rint(t, out=t)
+    np.clip(t, -127, 127, out=t)
+    return t.astype(np.int8), scale
 
 
 def quantize_tensor(x: np.ndarray, scale: float, bits: int = 8) -> np.ndarray:
