@@ -6,6 +6,12 @@ import numpy as np
 MULT_BITS = 24  # requantization multipliers lie in [2^23, 2^24): 24-bit precision, int64-safe
 
 
+def clamp(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """np.clip of an integer array, without np.clip's per-call overhead (on the small arrays of
+    a chip's kernels, 18 us a call against 7 us here: a tenth of a chip's host time)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 per output channel (row). w: float (out, in) -> (int8 (out, in), float32 (out,))."""
     w = np.asarray(w, np.float32)
@@ -84,4 +90,4 @@ class Requant:
         y = (acc.astype(np.int64) * self.mult + self.half) >> self.shift
         qmax = 2 ** (bits - 1) - 1
         dtype = {8: np.int8, 16: np.int16, 32: np.int32}[bits]
-        return np.clip(y, -qmax - 1 if bits == 32 else -qmax, qmax).astype(dtype)
+        return clamp(y, -qmax - 1 if bits == 32 else -qmax, qmax).astype(dtype)
