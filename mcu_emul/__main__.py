@@ -35,33 +35,13 @@ def _fail(code: int, msg: str | None, transport, user_error: bool):
     os._exit(code)
 
 
-def blas_threads(n: int | None = None) -> int | None:
-    """Set (given n) and return the thread count of the OpenBLAS this process has loaded
-    (numpy's bundled one or a system one); None where there is none to ask."""
-    import ctypes
-    try:
-        with open("/proc/self/maps") as f:
-            libs = sorted({ln.split()[-1] for ln in f if "openblas" in ln.rsplit("/", 1)[-1].lower()})
-    except OSError:
-        return None
-    for path in libs:
-        lib = ctypes.CDLL(path)
-        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "")):
-            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-            if get is not None and put is not None:
-                if n is not None:
-                    put(ctypes.c_int(n))
-                return int(get())
-    return None
-
-
 def rank_blas_threads():
     """One BLAS thread per MPI rank unless the user chose a count: the ranks share the cores,
     and a thread pool per rank oversubscribes them further (8 ranks on 2 cores: 0.32-0.40 s a
     decode step with OpenBLAS's 2 threads per rank, 0.18-0.21 s with 1). numpy has loaded
     OpenBLAS already (the transport imports it), so the count is set through its API."""
-    if not any(os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
+    from .numerics.blas import blas_threads, chosen
+    if not chosen():
         blas_threads(1)
 
 

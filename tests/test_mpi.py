@@ -69,7 +69,8 @@ def test_user_error_under_mpi_ends_job(tiny_weights):
 
 def test_one_blas_thread_per_rank_unless_chosen():
     """Ranks of one job share the cores: each gets one BLAS thread, unless the user set a count."""
-    code = ("import numpy; from mcu_emul.__main__ import blas_threads, rank_blas_threads; blas_threads(2); "
+    code = ("import numpy; from mcu_emul.numerics.blas import blas_threads; "
+            "from mcu_emul.__main__ import rank_blas_threads; blas_threads(2); "
             "rank_blas_threads(); print('threads', blas_threads())")
     for chosen, want in ((None, 1), ("2", 2)):
         e = env()

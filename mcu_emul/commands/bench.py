@@ -26,7 +26,7 @@ from ..files.weights import WeightsFile
 from ..hardware.placement import place_shard
 from ..models.llama import LlamaChip
 from ..models.partition import plan
-from ..numerics import kernels as K
+from ..numerics import blas, kernels as K
 from ..numerics.quant import Requant
 from ..numerics.reference import LlamaRef
 
@@ -139,12 +139,18 @@ def bench(model: str, tokens: int, chips: int = 8, scaled: bool = False, dry: bo
     if not 1 <= chips <= cfg.max_chips:
         raise UserError(f"--chips {chips}: model '{model}' runs on 1 to {cfg.max_chips} chips")
     n = min(tokens, cfg.context_len)
+    # one BLAS thread in every row, as each MPI rank has (__main__.rank_blas_threads): a pool
+    # of threads here would make the in-process rows a different machine (on a loaded 2-core
+    # machine, 3-5x slower), unless the user chose a count
+    if not blas.chosen():
+        blas.blas_threads(1)
     path = ensure_weights(cfg, 0)
     wf = WeightsFile(path, expect=cfg)
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, n)
-    blas = {k: os.environ.get(k, "unset") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS")}
+    env = {k: os.environ.get(k, "unset") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS")}
     print(f"bench {model}: decode {n} tokens (prompt [1]), host wall time per token, medians of {ROUNDS}; "
-          + ", ".join(f"{k}={v}" for k, v in blas.items()), flush=True)
+          f"BLAS threads {blas.blas_threads()} per process; " + ", ".join(f"{k}={v}" for k, v in env.items()),
+          flush=True)
     ti, tf = _numerics(cfg, wf, n, ids)
     wf.close()
     spec = RunSpec(model=cfg.name, cfg=cfg, weights=path, chip=load_chip(), topology=load_topology(),
