@@ -1,7 +1,8 @@
 """Benchmark: host wall time per decode token of every way mcu_emul runs a model, side by side
 in one run, as ratios to the numpy float32 reference forward (the arithmetic it emulates).
 
-Rows: the float32 reference, the int8 path alone (the chip's kernels, no metering, no
+Rows, each measured once per round (rounds interleave the rows, so that all of them see the
+same machine; medians printed): the float32 reference, the int8 path alone (the chip's kernels, no metering, no
 collectives), a metered one-chip run, N in-process chips (`run --chips N`), N MPI ranks
 (`mpiexec -n N run`, through the launcher), optionally 64 ranks of tinyllama-scaled (--scaled:
 its first run on a fresh cache, then a cached run), and dry runs of the paper's configurations
@@ -60,34 +61,33 @@ def _peak_rss(rep: dict) -> str:
     return _mb(max(c["host_peak_rss_bytes"] for c in rep["per_chip"])) + " per rank"
 
 
-def _numerics(cfg, wf, n: int, ids) -> tuple[list, list]:
-    """Per-token wall times of the int8 path alone and of the float32 reference, ROUNDS rounds
-    of n // ROUNDS tokens each, alternating so that both see the same machine."""
-    t = ThreadTransport(Fabric(1), 0)
-    _, _, tensors, _ = place_shard(wf, cfg, 1, 0, n, load_chip(), "stream")
-    chip = LlamaChip(cfg, plan(cfg, 1)[0], tensors, wf.act_maxabs, Collectives(t), _NoMeter(), n)
-    ref = LlamaRef(cfg, wf.read_float(), n)
-    chip.step(int(ids[0]), 0), ref.step(int(ids[0]), 0)           # warm-up (caches, BLAS threads)
-    chip = LlamaChip(cfg, chip.sl, tensors, wf.act_maxabs, Collectives(t), _NoMeter(), n)
-    ref = LlamaRef(cfg, ref.w, n)
-    ti, tf = [], []
-    k = max(1, n // ROUNDS)
-    for rnd in range(ROUNDS):
-        span = range(k * rnd, min(k * (rnd + 1), n))
+class _Numerics:
+    """The int8 path alone and the float32 reference, ready to time a pass over n tokens."""
+
+    def __init__(self, cfg, wf, n: int, ids):
+        self.cfg, self.n, self.ids, self.amax = cfg, n, ids, wf.act_maxabs
+        self.t = ThreadTransport(Fabric(1), 0)
+        _, _, self.tensors, _ = place_shard(wf, cfg, 1, 0, n, load_chip(), "stream")
+        self.sl, self.w = plan(cfg, 1)[0], wf.read_float()
+        self.times()                                   # warm-up (caches, BLAS)
+
+    def times(self) -> tuple[float, float]:
+        """Per-token wall time of the int8 path, then of the float32 reference, over n tokens."""
+        chip = LlamaChip(self.cfg, self.sl, self.tensors, self.amax, Collectives(self.t), _NoMeter(), self.n)
+        ref = LlamaRef(self.cfg, self.w, self.n)
         t0 = time.perf_counter()
-        for p in span:
-            chip.step(int(ids[p]), p)
+        for p in range(self.n):
+            chip.step(int(self.ids[p]), p)
         t1 = time.perf_counter()
-        for p in span:
-            ref.step(int(ids[p]), p)
+        for p in range(self.n):
+            ref.step(int(self.ids[p]), p)
         t2 = time.perf_counter()
-        ti.append((t1 - t0) / max(len(span), 1)), tf.append((t2 - t1) / max(len(span), 1))
-    return ti, tf
+        return (t1 - t0) / self.n, (t2 - t1) / self.n
 
 
-def _in_process(spec: RunSpec, chips: int) -> list:
-    """Per-step host times of ROUNDS in-process runs (metered, as `run` does them)."""
-    return [run_virtual(chips, lambda t: run_chip(spec, t))[0]["host_step_s"] for _ in range(ROUNDS)]
+def _in_process(spec: RunSpec, chips: int) -> float:
+    """Per-step host time of an in-process run (metered, as `run` does it)."""
+    return run_virtual(chips, lambda t: run_chip(spec, t))[0]["host_step_s"]
 
 
 def _launched(args: list, chips: int) -> tuple[dict, float]:
@@ -151,18 +151,23 @@ def bench(model: str, tokens: int, chips: int = 8, scaled: bool = False, dry: bo
     print(f"bench {model}: decode {n} tokens (prompt [1]), host wall time per token, medians of {ROUNDS}; "
           f"BLAS threads {blas.blas_threads()} per process; " + ", ".join(f"{k}={v}" for k, v in env.items()),
           flush=True)
-    ti, tf = _numerics(cfg, wf, n, ids)
+    num = _Numerics(cfg, wf, n, ids)
     wf.close()
     spec = RunSpec(model=cfg.name, cfg=cfg, weights=path, chip=load_chip(), topology=load_topology(),
                    prompt_ids=[1], gen_tokens=n)
-    one = _in_process(spec, 1)
-    many = _in_process(spec, chips)
     args = ["--model", model, "--prompt-ids", "1", "--gen-tokens", str(n)]
-    mpi, mpi_wall = _launched(args, chips)
+    ti, tf, one, many, launched = [], [], [], [], []
+    for _ in range(ROUNDS):                  # rounds of every row, so that all see the same machine
+        i, f = num.times()
+        ti.append(i), tf.append(f)
+        one.append(_in_process(spec, 1))
+        many.append(_in_process(spec, chips))
+        launched.append(_launched(args, chips))
+    mpi, mpi_wall = launched[-1]
     f = statistics.median(tf)
     rows = [("float32 reference", tf, None), ("int8 path alone", ti, None), ("run, 1 chip (metered)", one, None),
             (f"run --chips {chips}", many, None),
-            (f"mpiexec -n {chips} run", [mpi["host_wall_time_per_step_s"]], _peak_rss(mpi))]
+            (f"mpiexec -n {chips} run", [r["host_wall_time_per_step_s"] for r, _ in launched], _peak_rss(mpi))]
     print(f"  {'':28s}{'ms/token':>10s}{'x float32':>11s}")
     for name, ts, extra in rows:
         m = statistics.median(ts)
@@ -173,7 +178,7 @@ def bench(model: str, tokens: int, chips: int = 8, scaled: bool = False, dry: bo
     print(f"  --chips {chips} / 1 chip {med[f'run --chips {chips}'] / med['run, 1 chip (metered)']:12.2f}  "
           f"(target <= 1.5)")
     print(f"  mpiexec -n {chips} / 1 chip {med[f'mpiexec -n {chips} run'] / med['run, 1 chip (metered)']:9.2f}  "
-          f"(target <= 2; its processes took {mpi_wall:.1f} s in all)", flush=True)
+          f"(target <= 2; one run's processes took {mpi_wall:.1f} s in all)", flush=True)
     if scaled:
         _scaled()
     if dry:
