@@ -58,7 +58,7 @@ def _mb(nbytes) -> str:
 
 
 def _peak_rss(rep: dict) -> str:
-    return _mb(max(c["host_peak_rss_bytes"] for c in rep["per_chip"])) + " per rank"
+    return _mb(max(rep["host_peak_rss_bytes"])) + " per rank"
 
 
 class _Numerics:
