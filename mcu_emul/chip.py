@@ -209,9 +209,15 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     meter = Meter(spec.chip, clock, {s.key: s.shape for s in specs if s.category == "weights"}, where, dry)
     sync = Collectives(t, spec.allreduce, spec.topology.group_sizes, clock, spec.topology.top_algorithm)
 
-    t0 = time.perf_counter()
     if isinstance(cfg, LlamaConfig):
         model = _from_file(spec, lambda: llama.LlamaChip(cfg, sl, tensors, amax, sync, meter, run_len, spec.payload))
+    else:
+        model = _from_file(spec, lambda: mobilebert.MobileBertChip(cfg, sl, tensors, amax, sync, meter))
+    # every chip loaded before the clock starts: in-process chips load one after the other, so
+    # without it the first chip's host time per step would include the others' loading
+    t.barrier()
+    t0 = time.perf_counter()
+    if isinstance(cfg, LlamaConfig):
         ids, logits, gen = prompt_of(spec), [], []
         show = spec.progress and rank == 0 and not dry
         # prefill: the prompt (in one pass, or token by token), up to the first generated token
@@ -236,7 +242,6 @@ def run_chip(spec: RunSpec, t) -> dict | None:
         phases = {"prefill": {"tokens": len(ids), "steps": 1 if spec.prefill == "parallel" else len(ids)},
                   "decode": {"tokens": run_len - len(ids), "steps": run_len - len(ids)}}
     else:
-        model = _from_file(spec, lambda: mobilebert.MobileBertChip(cfg, sl, tensors, amax, sync, meter))
         ids = encoder_inputs(cfg, spec)
         out_local = model.encode(ids, np.zeros(len(ids), np.int64), fail)   # int16 (S, x1 - x0)
         out_scale = model.s_x
@@ -263,7 +268,8 @@ def run_chip(spec: RunSpec, t) -> dict | None:
                 cycles=clock.now, busy_cycles=busy, idle_cycles=clock.cycles["idle"],
                 cycles_by_category=dict(clock.cycles), energy_mj=sum(energy.values()),
                 energy_mj_by_category=energy, sections=sections,
-                heads=list(sl.heads), ffn=list(sl.ffn), vocab=list(sl.vocab), hidden=list(sl.hidden))
+                heads=list(sl.heads), ffn=list(sl.ffn), vocab=list(sl.vocab), hidden=list(sl.hidden),
+                host_peak_rss_bytes=_peak_rss_bytes())
     if wf is not None:
         wf.close()
     parts = t.gather_obj((chip, out_local, clock.trace))
@@ -283,6 +289,13 @@ def where_this_runs() -> dict:
     Slurm step; None outside Slurm) and its host name. Several Slurm nodes may share one host,
     so the node name, not the host, tells the nodes of a multi-node run apart."""
     return {"node": os.environ.get("SLURMD_NODENAME") or None, "host": socket.gethostname()}
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (host memory, not chip memory; in-process
+    chips share one process)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024       # Linux: KiB
 
 
 def _progress(done: int, total: int, t0: float):

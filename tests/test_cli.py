@@ -106,9 +106,13 @@ def test_unwritable_report_is_one_line(tiny_weights, tmp_path):
 
 def test_bench_prints_ratio(monkeypatch, tmp_path):
     monkeypatch.setenv("MCU_EMUL_CACHE", str(tmp_path))
-    p = run_cli(["bench", "--model", "tinyllama-tiny", "--tokens", "6"])
+    p = run_cli(["bench", "--model", "tinyllama-tiny", "--tokens", "6", "--chips", "2", "--no-dry"])
     assert p.returncode == 0, p.stderr
     assert "int8 path" in p.stdout and "float32 reference" in p.stdout and "ratio int8/float" in p.stdout
+    for row in ("run, 1 chip (metered)", "run --chips 2", "mpiexec -n 2 run", "peak RSS", "metered 1 chip / int8 path",
+                "mpiexec -n 2 / 1 chip"):
+        assert row in p.stdout, row
+    assert "dry runs" not in p.stdout
 
 
 def test_report_provenance_and_version(tiny_weights, tmp_path):

@@ -65,3 +65,20 @@ def test_user_error_under_mpi_ends_job(tiny_weights):
                  "--prompt-ids", "9999"], n=4, timeout=60)
     cleanup_mpich()
     assert p.returncode != 0 and "prompt id 9999 is outside the vocabulary" in p.stderr
+
+
+def test_one_blas_thread_per_rank_unless_chosen():
+    """Ranks of one job share the cores: each gets one BLAS thread, unless the user set a count."""
+    code = ("import numpy; from mcu_emul.numerics.blas import blas_threads; "
+            "from mcu_emul.__main__ import rank_blas_threads; blas_threads(2); "
+            "rank_blas_threads(); print('threads', blas_threads())")
+    for chosen, want in ((None, 1), ("2", 2)):
+        e = env()
+        e.pop("OMP_NUM_THREADS", None)
+        e.pop("OPENBLAS_NUM_THREADS", None)
+        if chosen:
+            e["OPENBLAS_NUM_THREADS"] = chosen
+        p = subprocess.run([mpiexec_path(), "-n", "2", sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=120, env=e)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert p.stdout.split() == ["threads", str(want)] * 2, (chosen, p.stdout)

@@ -153,9 +153,14 @@ def parser() -> argparse.ArgumentParser:
     cv.add_argument("--calib-text", help="calibration text, through the folder's tokenizer.json")
     cv.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0)
     cv.add_argument("--no-float", action="store_true", help="do not store the float reference weights")
-    b = sub.add_parser("bench", help="wall time per token: int8 path vs float32 reference")
+    b = sub.add_parser("bench", help="wall time per token of every way of running, as ratios to the float32 reference")
     b.add_argument("--model", default=DEFAULT_MODEL)
     b.add_argument("--tokens", type=_int_in(1, MAX_CONTEXT), default=32)
+    b.add_argument("--chips", type=_int_in(1, MAX_CHIPS), default=8,
+                   help="chips of the in-process and mpiexec rows (default 8)")
+    b.add_argument("--scaled", action="store_true",
+                   help="also 64 ranks of tinyllama-scaled: first run on a fresh cache, then cached (minutes)")
+    b.add_argument("--no-dry", action="store_true", help="skip the dry runs of the paper's configurations")
     sub.add_parser("models", help="list known models")
     return ap
 
@@ -343,7 +348,7 @@ def main(argv=None, transport_factory=lambda: None) -> int:
         return 0
     if a.cmd == "bench":
         from .bench import bench
-        return bench(a.model, a.tokens)
+        return bench(a.model, a.tokens, a.chips, a.scaled, not a.no_dry)
     if a.cmd == "models":
         for m in known_models():
             cfg = load_model(m)

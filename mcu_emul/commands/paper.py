@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..chip import RunSpec, run_chip
-from ..config import ChipSpec, Topology
+from ..config import ChipSpec, Topology, load_model
 from ..files.report import figures
 from ..comm.virtual import run_virtual
 
@@ -52,7 +52,8 @@ TARGET_RUNS = {m: (1, n) for m, n in SPEEDUP_POINTS.values()}     # every target
 
 def run_spec(model: str, chip: ChipSpec, topo: Topology, dry: bool, weights: str = "", **over) -> RunSpec:
     kw = dict(PAPER_RUN[model]) | over
-    return RunSpec(model=model, weights=weights, chip=chip, topology=topo, dry_run=dry, **kw)
+    # the config loaded once here, not by every chip (64 TOML loads at 64 chips)
+    return RunSpec(model=model, cfg=load_model(model), weights=weights, chip=chip, topology=topo, dry_run=dry, **kw)
 
 
 def dry_figures(model: str, chips: int, chip: ChipSpec, topo: Topology, over: dict | None = None) -> dict:

@@ -104,9 +104,11 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
         "weight_bytes_total": int(sum(c["weight_bytes"] for c in chips)),
         "offchip_bytes": int(sum(c["offchip_bytes"] for c in chips)),
         "link_bytes": int(sum(c["link_bytes"] for c in chips)),
-        "per_chip": chips,
+        "per_chip": [{k: v for k, v in c.items() if k != "host_peak_rss_bytes"} for c in chips],
         "host_wall_time_s": round(wall_s, 3),
         "host_wall_time_per_step_s": round(res["host_step_s"], 4),
+        # host memory by rank (in-process chips share one process): apart from the chips' results
+        "host_peak_rss_bytes": [int(c["host_peak_rss_bytes"]) for c in chips],
     }
     if accuracy is not None:
         rep["accuracy"] = accuracy

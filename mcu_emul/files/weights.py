@@ -78,7 +78,8 @@ def init_weights(cfg: ModelConfig, seed: int) -> dict[str, np.ndarray]:
         leaf = name.rsplit(".", 2)
         if len(shape) == 2:
             std = resid if name.endswith((".wo", ".w2", "att_out.w", "out.w", "out_bn.w")) else 0.02
-            w[name] = x * np.float32(std)
+            x *= np.float32(std)                      # in place: the same products, no copy
+            w[name] = x
         elif name.endswith("norm") or name.endswith("norm.w") or name == "emb_norm.w":
             w[name] = np.ones(shape, np.float32) if isinstance(cfg, LlamaConfig) else 1 + 0.05 * x
         else:

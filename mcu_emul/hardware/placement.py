@@ -17,7 +17,8 @@ from ..models.partition import plan
 
 @functools.lru_cache(maxsize=64)
 def chip_specs(cfg: ModelConfig, n_chips: int, run_len: int) -> tuple[tuple[Spec, ...], ...]:
-    """Buffers of every chip (pure function of shapes; cached: every rank of a run asks)."""
+    """Buffers of every chip (pure function of shapes). Every chip of an in-process run asks for
+    all of them (N^2 specs at N chips): computed once, and immutable (tuples of frozen Specs)."""
     mod = llama if isinstance(cfg, LlamaConfig) else mobilebert
     return tuple(tuple(mod.specs(cfg, sl, run_len)) for sl in plan(cfg, n_chips))
 

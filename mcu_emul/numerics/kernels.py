@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .quant import clamp
+
 F32_EXACT_K = 1024  # longest int8 x int8 reduction that float32 sums exactly
 
 
@@ -133,7 +135,7 @@ def rmsnorm_i(x: np.ndarray, gain_int: np.ndarray, eps_int: int) -> np.ndarray:
     ms = (xi * xi).sum(axis=-1, keepdims=True) // n + eps_int
     r = np.maximum(isqrt(ms << 16), 1) << RMS_FRAC
     y = (xi * gain_int + r // 2) // r
-    return np.clip(y, -127, 127).astype(np.int8)
+    return clamp(y, -127, 127).astype(np.int8)
 
 
 # --- activations -----------------------------------------------------------------------
@@ -171,9 +173,9 @@ def rope_i(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     y = np.empty(x.shape, np.int64)
     y[..., 0::2] = (x0 * cos - x1 * sin + half) >> ROPE_FRAC
     y[..., 1::2] = (x0 * sin + x1 * cos + half) >> ROPE_FRAC
-    return np.clip(y, -127, 127).astype(np.int8)
+    return clamp(y, -127, 127).astype(np.int8)
 
 
 def sat16(x: np.ndarray) -> np.ndarray:
     """Saturate to the int16 residual stream."""
-    return np.clip(x, -32767, 32767).astype(np.int16)
+    return clamp(x, -32767, 32767).astype(np.int16)

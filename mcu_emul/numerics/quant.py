@@ -6,14 +6,22 @@ import numpy as np
 MULT_BITS = 24  # requantization multipliers lie in [2^23, 2^24): 24-bit precision, int64-safe
 
 
+def clamp(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """np.clip of an integer array, without np.clip's per-call overhead (on the small arrays of
+    a chip's kernels, 18 us a call against 7 us here: a tenth of a chip's host time)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 per output channel (row). w: float (out, in) -> (int8 (out, in), float32 (out,))."""
     w = np.asarray(w, np.float32)
-    amax = np.abs(w).max(axis=-1)
+    amax = np.maximum(w.max(axis=-1), -w.min(axis=-1))       # max |w| without a copy of w
     # a row below 1e-27 (denormals) is a zero row: its scale would leave float32's normal range
     scale = np.where(amax > 1e-27, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w / scale[..., None]), -127, 127).astype(np.int8)
-    return q, scale
+    t = w / scale[..., None]                                  # one temporary, rounded in place
+    np.rint(t, out=t)
+    np.clip(t, -127, 127, out=t)
+    return t.astype(np.int8), scale
 
 
 def quantize_tensor(x: np.ndarray, scale: float, bits: int = 8) -> np.ndarray:
@@ -82,4 +90,4 @@ class Requant:
         y = (acc.astype(np.int64) * self.mult + self.half) >> self.shift
         qmax = 2 ** (bits - 1) - 1
         dtype = {8: np.int8, 16: np.int16, 32: np.int32}[bits]
-        return np.clip(y, -qmax - 1 if bits == 32 else -qmax, qmax).astype(dtype)
+        return clamp(y, -qmax - 1 if bits == 32 else -qmax, qmax).astype(dtype)
