@@ -19,7 +19,8 @@ from .chip import FAIL_PHASES, PLACEMENTS, PREFILLS, RunSpec, ensure_weights, ru
 from .comm.collectives import ALGORITHMS
 from .comm.transport import Aborted, MPITransport, mpi_launched
 from .comm.virtual import run_virtual
-from .config import MAX_CONTEXT, LlamaConfig, load_model, table_path, toml_text
+from .config import MAX_CONTEXT, LlamaConfig, load_model, table_path
+from .tomltext import toml_text
 from .errors import UserError
 from .files.outputs import check_paths, write_json
 from .files.report import Report
@@ -201,7 +202,7 @@ def provenance(o: RunOptions, spec, invocation: str, transport) -> dict:
     from importlib import metadata
     from ._version import __version__
     from .comm.transport import mpi_library_version
-    from .config import parse_sets
+    from .tomltext import parse_sets
     from .presets import load_preset
 
     def sha256(path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .fields import bound, check, coerce
+from .tomltext import parse_sets
 
 def _data_dir() -> Path:
     """The data files: $MCU_EMUL_DATA, else the source tree's data/ (a checkout or an editable
@@ -371,33 +372,3 @@ def param_value(chip: ChipSpec, topo: Topology, name: str):
 def with_overrides(chip: ChipSpec, topo: Topology, sets: list[str]) -> tuple[ChipSpec, Topology]:
     """Apply `--set section.key=value` strings (values parsed as TOML, else kept as text)."""
     return with_values(chip, topo, parse_sets(sets))
-
-
-def parse_sets(sets: list[str]) -> dict:
-    """`--set section.key=value` strings -> {"section.key": value} (TOML values, else text)."""
-    return {lhs: toml_value(val) for lhs, val in map(split_set, sets)}
-
-
-def split_set(item: str, example: str = "VALUE, e.g. compute.freq_hz=4e8") -> tuple[str, str]:
-    """'section.key=text' -> ('section.key', 'text')."""
-    if "=" not in item or "." not in item.split("=", 1)[0]:
-        raise UserError(f"--set {item!r}: expected SECTION.KEY={example}")
-    lhs, val = item.split("=", 1)
-    return lhs, val
-
-
-def toml_text(v) -> str:
-    """A value as TOML text (the inverse of toml_value): true, "x", 4e8."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(v)
-
-
-def toml_value(text: str):
-    """A value as TOML reads it (4e8, true, "x"), else the text itself."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text

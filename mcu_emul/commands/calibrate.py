@@ -19,7 +19,8 @@ import math
 import time
 from pathlib import Path
 
-from ..config import load_chip, load_topology, param_value, toml_text, with_values
+from ..config import load_chip, load_topology, param_value, with_values
+from ..tomltext import toml_text
 from ..errors import UserError
 from .paper import TARGETS, dry_pool, errors_pct, evaluate
 from ..presets import PRESET_DIR, load_calibration, load_preset
@@ -234,7 +235,8 @@ def calibrate_cmd(calibration: str | None, out: str | None, sweeps: int = 1, sta
                   nm_iters: int = 60, validation: bool = True, loo_nm_iters: int = 20,
                   sets: list[str] | None = None) -> int:
     from ..files.outputs import check_paths
-    from ..config import parse_sets, table_path
+    from ..config import table_path
+    from ..tomltext import parse_sets
     from ..presets import CALIBRATION
     name = calibration or CALIBRATION
     cal = load_calibration(name)

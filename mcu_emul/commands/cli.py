@@ -14,7 +14,8 @@ from ..api import (DEFAULT_MODEL, DEFAULT_PRESET, MAX_CHIPS, MAX_SEED, PAYLOADS,
                    summary_stream)
 from ..chip import PLACEMENTS, PREFILLS
 from ..comm.collectives import ALGORITHMS
-from ..config import MAX_CONTEXT, known_models, load_model, parse_sets, table_path, toml_text
+from ..config import MAX_CONTEXT, known_models, load_model, table_path
+from ..tomltext import parse_sets, toml_text
 from ..errors import UserError
 from ..files.outputs import check_folder, check_paths
 

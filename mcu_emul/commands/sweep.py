@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 
 from ..api import grid_points, sweep as api_sweep
-from ..config import split_set, toml_value
+from ..tomltext import split_set, toml_value
 from ..files.outputs import write_bytes, write_json
 from .progress import Progress
 
