@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from .chip import FAIL_PHASES, PLACEMENTS, PREFILLS, RunSpec, ensure_weights, run_chip, validate_inputs
 from .comm.collectives import ALGORITHMS
 from .comm.transport import Aborted, MPITransport, mpi_launched
-from .comm.virtual import run_virtual
+from .dryrun import run_in_process
 from .config import MAX_CONTEXT, LlamaConfig, load_model, table_path
 from .tomltext import toml_text
 from .errors import UserError
@@ -182,7 +182,7 @@ def execute(o: RunOptions, transport, invocation: str = "") -> tuple[Report, obj
     t0 = time.perf_counter()
     if spec.dry_run or t is None:                 # dry runs: rank 0 emulates every chip in-process
         if t is None or t.rank == 0:
-            res = run_virtual(chips, lambda tt: run_chip(spec, tt))[0]
+            res = run_in_process(spec, chips)
             rep = _finish(o, spec, res, time.perf_counter() - t0, provenance(o, spec, invocation, t))
     else:
         res = run_chip(spec, t)

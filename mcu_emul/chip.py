@@ -175,22 +175,27 @@ class _DryAmax(dict):
         return 1.0
 
 
-def run_chip(spec: RunSpec, t) -> dict | None:
-    """Run one chip (rank t.rank of t.size). Returns the merged result on rank 0, None elsewhere.
+@dataclass
+class Shard:
+    """What one chip holds before it runs: its model slice, placement and arena."""
+    cfg: ModelConfig
+    sl: object                    # partition.ChipSlice
+    run_len: int
+    placement: str
+    specs: tuple
+    arena: object                 # memory.Arena
+    tensors: dict
+    where: dict                   # weight key -> its places
+    amax: dict
 
-    With spec.dry_run the same chip code runs with its kernels stubbed (drykernels.numerics,
-    handed to the model through the Meter) and no weights file: shapes, placement, collectives and clocks
-    (hence every counter) are the real ones.
-    """
-    rank, size = t.rank, t.size
+    @property
+    def weight_bytes(self) -> int:
+        return sum(s.nbytes for s in self.specs if s.category == "weights")
 
-    def fail(phase):
-        if rank == spec.fail_rank and phase == spec.fail_at:
-            raise InjectedFailure(f"injected failure at phase '{phase}' on rank {rank}")
 
+def load_shard(spec: RunSpec, rank: int, size: int, wf, fail=lambda phase: None) -> Shard:
+    """Check the run, plan chip `rank` of `size` and place its shard (from wf, or zeros in a dry run)."""
     dry = spec.dry_run
-    # a dry run needs no weights file; given one (a converted model), its config is the model
-    wf = WeightsFile(spec.weights, expect=spec.cfg) if spec.weights else None
     cfg = wf.cfg if wf is not None else (spec.cfg or load_model(spec.model))
     amax = _DryAmax() if dry else wf.act_maxabs
     if not isinstance(cfg, LlamaConfig) and spec.payload != "int32":
@@ -200,26 +205,30 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     run_len = run_len_of(cfg, spec)
     placement = choose_placement(cfg, size, run_len, spec.chip, spec.placement)
     fail("load")
-
     specs, arena, tensors, where = place_shard(wf, cfg, size, rank, run_len, spec.chip, placement, dry)
-    weight_bytes = sum(s.nbytes for s in specs if s.category == "weights")
-    clock = ChipClock(spec.chip, spec.topology, rank)
-    if spec.trace:
-        clock.trace = []
-    meter = Meter(spec.chip, clock, {s.key: s.shape for s in specs if s.category == "weights"}, where, dry)
-    sync = Collectives(t, spec.allreduce, spec.topology.group_sizes, clock, spec.topology.top_algorithm)
+    return Shard(cfg, sl, run_len, placement, specs, arena, tensors, where, amax)
 
+
+def make_meter(spec: RunSpec, sh: Shard, clock) -> Meter:
+    return Meter(spec.chip, clock, {s.key: s.shape for s in sh.specs if s.category == "weights"}, sh.where,
+                 spec.dry_run)
+
+
+def make_model(spec: RunSpec, sh: Shard, sync, meter):
+    cfg = sh.cfg
     if isinstance(cfg, LlamaConfig):
-        model = _from_file(spec, lambda: llama.LlamaChip(cfg, sl, tensors, amax, sync, meter, run_len, spec.payload))
-    else:
-        model = _from_file(spec, lambda: mobilebert.MobileBertChip(cfg, sl, tensors, amax, sync, meter))
-    # every chip loaded before the clock starts: in-process chips load one after the other, so
-    # without it the first chip's host time per step would include the others' loading
-    t.barrier()
+        return _from_file(spec, lambda: llama.LlamaChip(cfg, sh.sl, sh.tensors, sh.amax, sync, meter, sh.run_len,
+                                                        spec.payload))
+    return _from_file(spec, lambda: mobilebert.MobileBertChip(cfg, sh.sl, sh.tensors, sh.amax, sync, meter))
+
+
+def drive(spec: RunSpec, sh: Shard, model, meter, fail=lambda phase: None, show: bool = False) -> dict:
+    """The run itself: the prompt and every decode step (Llama), or one encoder pass. Returns
+    this chip's output slice and what the report says of the inputs and steps."""
+    cfg, run_len, amax = sh.cfg, sh.run_len, sh.amax
     t0 = time.perf_counter()
     if isinstance(cfg, LlamaConfig):
         ids, logits, gen = prompt_of(spec), [], []
-        show = spec.progress and rank == 0 and not dry
         # prefill: the prompt (in one pass, or token by token), up to the first generated token
         with meter.phase("prefill"):
             if spec.prefill == "parallel":
@@ -235,20 +244,21 @@ def run_chip(spec: RunSpec, t) -> dict | None:
             with meter.phase("decode"):
                 logits.append(model.step(gen[-1], pos, fail))
                 gen.append(model.argmax(logits[-1]))
-        out_local = np.stack(logits)                               # int16 (rows, v1 - v0)
-        out_scale = llama_logit_scale(amax)
-        first_pos = len(ids) - 1 if spec.prefill == "parallel" else 0
-        inputs, steps = ids + gen[:-1], run_len
-        phases = {"prefill": {"tokens": len(ids), "steps": 1 if spec.prefill == "parallel" else len(ids)},
-                  "decode": {"tokens": run_len - len(ids), "steps": run_len - len(ids)}}
-    else:
-        ids = encoder_inputs(cfg, spec)
-        out_local = model.encode(ids, np.zeros(len(ids), np.int64), fail)   # int16 (S, x1 - x0)
-        out_scale = model.s_x
-        gen, inputs, steps, first_pos, phases = [], [int(i) for i in ids], 1, 0, None
-    step_s = (time.perf_counter() - t0) / steps
-    fail("report")
-    t.finish()
+        return dict(out_local=np.stack(logits), out_scale=llama_logit_scale(amax),   # int16 (rows, v1 - v0)
+                    first_pos=len(ids) - 1 if spec.prefill == "parallel" else 0,
+                    inputs=ids + gen[:-1], steps=run_len, gen=gen,
+                    phases={"prefill": {"tokens": len(ids), "steps": 1 if spec.prefill == "parallel" else len(ids)},
+                            "decode": {"tokens": run_len - len(ids), "steps": run_len - len(ids)}},
+                    step_s=(time.perf_counter() - t0) / run_len)
+    ids = encoder_inputs(cfg, spec)
+    out_local = model.encode(ids, np.zeros(len(ids), np.int64), fail)   # int16 (S, x1 - x0)
+    return dict(out_local=out_local, out_scale=model.s_x, first_pos=0, inputs=[int(i) for i in ids], steps=1,
+                gen=[], phases=None, step_s=time.perf_counter() - t0)
+
+
+def chip_summary(spec: RunSpec, sh: Shard, clock, rank: int, allreduce_calls: int, messages_sent: int,
+                 weights_read_bytes: int = 0) -> dict:
+    """The per-chip part of the report, from its clock's counters."""
     energy = clock.energy_mj()
     sections = {}
     for name, c in clock.sections.items():
@@ -257,31 +267,69 @@ def run_chip(spec: RunSpec, t) -> dict | None:
                               energy_mj=sum(e.values()), energy_mj_by_category=e, macs=c["macs"],
                               offchip_bytes=c["bytes"]["offchip"], link_bytes=c["bytes"]["link"])
     busy = sum(v for k, v in clock.cycles.items() if k != "idle")
-    chip = dict(rank=rank, **where_this_runs(),
-                onchip_capacity_bytes=spec.chip.onchip_capacity_bytes, onchip_used_bytes=arena.used,
-                onchip_used_by_category=dict(arena.used_by), weight_bytes=weight_bytes,
-                weight_bytes_by_place=weight_bytes_by_place(specs, where),
+    sl, tensors = sh.sl, sh.tensors
+    return dict(rank=rank, **where_this_runs(),
+                onchip_capacity_bytes=spec.chip.onchip_capacity_bytes, onchip_used_bytes=sh.arena.used,
+                onchip_used_by_category=dict(sh.arena.used_by), weight_bytes=sh.weight_bytes,
+                weight_bytes_by_place=weight_bytes_by_place(sh.specs, sh.where),
                 kv_cache_bytes=int(tensors["kv_cache"].nbytes) if "kv_cache" in tensors else 0,
-                weights_read_bytes=wf.bytes_read if wf is not None else 0, offchip_bytes=clock.bytes["offchip"],
+                weights_read_bytes=weights_read_bytes, offchip_bytes=clock.bytes["offchip"],
                 onchip_dma_bytes=clock.bytes["onchip"], link_bytes=clock.bytes["link"],
-                allreduce_calls=sync.calls, messages_sent=t.sent_messages, macs=clock.macs,
+                allreduce_calls=allreduce_calls, messages_sent=messages_sent, macs=clock.macs,
                 cycles=clock.now, busy_cycles=busy, idle_cycles=clock.cycles["idle"],
                 cycles_by_category=dict(clock.cycles), energy_mj=sum(energy.values()),
                 energy_mj_by_category=energy, sections=sections,
                 heads=list(sl.heads), ffn=list(sl.ffn), vocab=list(sl.vocab), hidden=list(sl.hidden),
                 host_peak_rss_bytes=_peak_rss_bytes())
-    if wf is not None:
-        wf.close()
-    parts = t.gather_obj((chip, out_local, clock.trace))
-    if rank != 0:
-        return None
+
+
+def merge(spec: RunSpec, sh: Shard, run: dict, parts: list, traces=None) -> dict:
+    """The run's result on rank 0 from every chip's (summary, output slice)."""
     out = np.concatenate([p[1] for p in parts], axis=1)
-    traces = [p[2] for p in parts] if spec.trace else None
-    return dict(cfg=cfg, placement=placement, chips=[p[0] for p in parts], output=out, steps=steps,
-                phases=phases, output_first_position=first_pos,
-                output_scale=out_scale, token_ids=gen, inputs=inputs, host_step_s=step_s, dry_run=dry, traces=traces,
+    return dict(cfg=sh.cfg, placement=sh.placement, chips=[p[0] for p in parts], output=out, steps=run["steps"],
+                phases=run["phases"], output_first_position=run["first_pos"],
+                output_scale=run["out_scale"], token_ids=run["gen"], inputs=run["inputs"],
+                host_step_s=run["step_s"], dry_run=spec.dry_run, traces=traces,
                 freq_hz=spec.chip.compute.freq_hz, l3_device_pj_per_byte=spec.chip.energy.l3_device_pj_per_byte,
                 output_sha256=hashlib.sha256(np.ascontiguousarray(out).astype("<i2").tobytes()).hexdigest())
+
+
+def run_chip(spec: RunSpec, t) -> dict | None:
+    """Run one chip (rank t.rank of t.size). Returns the merged result on rank 0, None elsewhere.
+
+    With spec.dry_run the same chip code runs with its kernels stubbed (drykernels.numerics,
+    handed to the model through the Meter) and no weights file: shapes, placement, collectives and clocks
+    (hence every counter) are the real ones. (dryrun.py replays a dry run of in-process chips
+    faster, to the same counters.)
+    """
+    rank, size = t.rank, t.size
+
+    def fail(phase):
+        if rank == spec.fail_rank and phase == spec.fail_at:
+            raise InjectedFailure(f"injected failure at phase '{phase}' on rank {rank}")
+
+    # a dry run needs no weights file; given one (a converted model), its config is the model
+    wf = WeightsFile(spec.weights, expect=spec.cfg) if spec.weights else None
+    sh = load_shard(spec, rank, size, wf, fail)
+    clock = ChipClock(spec.chip, spec.topology, rank)
+    if spec.trace:
+        clock.trace = []
+    meter = make_meter(spec, sh, clock)
+    sync = Collectives(t, spec.allreduce, spec.topology.group_sizes, clock, spec.topology.top_algorithm)
+    model = make_model(spec, sh, sync, meter)
+    # every chip loaded before the clock starts: in-process chips load one after the other, so
+    # without it the first chip's host time per step would include the others' loading
+    t.barrier()
+    run = drive(spec, sh, model, meter, fail, show=spec.progress and rank == 0 and not spec.dry_run)
+    fail("report")
+    t.finish()
+    chip = chip_summary(spec, sh, clock, rank, sync.calls, t.sent_messages, wf.bytes_read if wf is not None else 0)
+    if wf is not None:
+        wf.close()
+    parts = t.gather_obj((chip, run["out_local"], clock.trace))
+    if rank != 0:
+        return None
+    return merge(spec, sh, run, parts, [p[2] for p in parts] if spec.trace else None)
 
 
 def where_this_runs() -> dict:

@@ -155,6 +155,13 @@ def hierarchical(buf, t, op, group_sizes=(4,), ranks=None, top="ring"):
     return acc
 
 
+def allreduce(buf, t, op, algorithm: str = "hierarchical", group_sizes=(4,), top: str = "ring"):
+    """One all-reduce of buf over the ranks of t (a Link, or anything with its send/recv/reduce)."""
+    if algorithm == "hierarchical":
+        return hierarchical(buf, t, op, group_sizes, top=top)
+    return (ring if algorithm == "ring" else flat)(buf, t, op)
+
+
 def _top_messages(top: str, i: int, n: int) -> int:
     """Messages leader i of n sends in the top-level algorithm."""
     if top == "ring":
@@ -210,9 +217,7 @@ class Collectives:
         return self._algo(buf, op)
 
     def _algo(self, buf, op):
-        if self.algorithm == "hierarchical":
-            return hierarchical(buf, self.t, op, self.group_sizes, top=self.top)
-        return (ring if self.algorithm == "ring" else flat)(buf, self.t, op)
+        return allreduce(buf, self.t, op, self.algorithm, self.group_sizes, self.top)
 
     def sum(self, buf, label: str = ""):
         return self._run(buf, sat_add8 if buf.dtype == np.int8 else np.add, label)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..chip import RunSpec, run_chip
+from ..chip import RunSpec
 from ..config import ChipSpec, Topology, load_model
 from ..files.report import figures
-from ..comm.virtual import run_virtual
+from ..dryrun import run_in_process
 
 # Run settings behind the figures (not published; ours): TinyLlama decode of prompt [1] and
 # 32 greedy tokens, figures averaged per token over KV positions 0..31; the scaled model the
@@ -59,7 +59,7 @@ def run_spec(model: str, chip: ChipSpec, topo: Topology, dry: bool, weights: str
 def dry_figures(model: str, chips: int, chip: ChipSpec, topo: Topology, over: dict | None = None) -> dict:
     """Figures of one configuration from a dry run (in-process ranks, no numerics)."""
     spec = run_spec(model, chip, topo, True, **(over or {}))
-    res = run_virtual(chips, lambda t: run_chip(spec, t))[0]
+    res = run_in_process(spec, chips)
     whole = figures(res, "model")
     return figures(res, PAPER_SCOPE) | {"chips": chips, "placement": res["placement"],
                                         "model": {k: whole[k] for k in HEADLINE}}

@@ -8,6 +8,8 @@ and is allocated downward from the top of L2.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import CapacityError
@@ -56,7 +58,7 @@ class Arena:
         (region, leading rows there) for a weight matrix, ((region, rows),) otherwise."""
         dtype = np.dtype(dtype)
         shape = tuple(int(s) for s in shape)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         span = self._span(nbytes, category)
         if span is None:
             raise CapacityError(f"{self.who}: {category} tensor of {nbytes:,} B does not fit: "

@@ -51,6 +51,17 @@ def specs(cfg: LlamaConfig, sl: ChipSlice, kv_len: int) -> list[Spec]:
     return out
 
 
+def work_class(cfg: LlamaConfig, sl: ChipSlice) -> tuple:
+    """What a chip's charged work depends on besides its placement: the sizes of its slices."""
+    return (sl.heads[1] - sl.heads[0], sl.ffn[1] - sl.ffn[0], sl.vocab[1] - sl.vocab[0])
+
+
+def input_fetches(cfg: LlamaConfig, sl: ChipSlice, inputs) -> dict:
+    """Work that depends on the prompt ids: none (which chip owns an id changes values, not
+    work: every chip is charged the row fetch)."""
+    return {}
+
+
 class LlamaChip:
     """One chip's integer decoder. t: key -> array (from specs); sync: .sum / .max collectives."""
 

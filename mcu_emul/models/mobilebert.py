@@ -62,6 +62,21 @@ def _f64(a):
     return np.asarray(a, np.float64)
 
 
+def work_class(cfg: MobileBertConfig, sl: ChipSlice) -> tuple:
+    """What a chip's charged work depends on besides its placement and input_fetches: the
+    sizes of its slices."""
+    return (sl.heads[1] - sl.heads[0], sl.ffn[1] - sl.ffn[0], sl.vocab[1] - sl.vocab[0],
+            sl.hidden[1] - sl.hidden[0])
+
+
+def input_fetches(cfg: MobileBertConfig, sl: ChipSlice, inputs) -> dict:
+    """The work that depends on the input ids: a chip fetches the word-embedding rows of the
+    ids in its vocabulary rows (weight key -> bytes; none, no fetch), before the first all-reduce."""
+    ids = np.asarray(inputs)
+    own = int(np.count_nonzero((ids >= sl.vocab[0]) & (ids < sl.vocab[1])))
+    return {"word_emb": own * cfg.embedding_size} if own else {}
+
+
 class MobileBertChip:
     """One chip's integer encoder. t: key -> array (from specs); sync: .sum collective."""
 

@@ -10,6 +10,7 @@ Pure arithmetic (no MPI). Every big weight is owned by exactly one chip:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ..config import LlamaConfig, MobileBertConfig, ModelConfig
@@ -51,6 +52,12 @@ def check_chips(cfg: ModelConfig, n_chips: int):
 
 
 def plan(cfg: ModelConfig, n_chips: int) -> list[ChipSlice]:
+    return list(_plan(cfg, n_chips))
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(cfg: ModelConfig, n_chips: int) -> tuple[ChipSlice, ...]:
+    """plan() computed once (every in-process chip asks for the whole plan)."""
     check_chips(cfg, n_chips)
     if isinstance(cfg, LlamaConfig):
         heads = split(cfg.n_kv_heads, n_chips)
@@ -62,7 +69,7 @@ def plan(cfg: ModelConfig, n_chips: int) -> list[ChipSlice]:
         ffn = split(cfg.intermediate, n_chips, SIMD_ALIGN)
         hidden = split(cfg.hidden, n_chips, SIMD_ALIGN)
     vocab = split(cfg.vocab_size, n_chips)
-    return [ChipSlice(r, n_chips, heads[r], ffn[r], vocab[r], hidden[r]) for r in range(n_chips)]
+    return tuple(ChipSlice(r, n_chips, heads[r], ffn[r], vocab[r], hidden[r]) for r in range(n_chips))
 
 
 def syncs_per_block(cfg: ModelConfig) -> int:

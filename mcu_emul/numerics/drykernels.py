@@ -12,6 +12,22 @@ from . import kernels
 from .quant import Requant
 
 
+_ZEROS = {}
+
+
+def zeros(shape, dtype) -> np.ndarray:
+    """A read-only array of zeros, one per (shape, dtype): a dry run makes the same few
+    thousands of times (nothing writes into a kernel's result: read-only makes sure)."""
+    key = (tuple(shape), dtype)
+    z = _ZEROS.get(key)
+    if z is None:
+        if len(_ZEROS) >= 4096:                # a long run's attention shapes: bounded
+            _ZEROS.clear()
+        z = _ZEROS[key] = np.zeros(key[0], dtype)
+        z.flags.writeable = False
+    return z
+
+
 class QWeight:
     """kernels.QWeight's interface without the float32 shadow."""
 
@@ -24,32 +40,32 @@ class QWeight:
 
 
 def matmul_i8(x: np.ndarray, w) -> np.ndarray:
-    return np.zeros(x.shape[:-1] + (w.shape[0],), np.int32)
+    return zeros(x.shape[:-1] + (w.shape[0],), np.int32)
 
 
 def int_matmul_small(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    return np.zeros(batch + a.shape[-2:-1] + b.shape[-1:], np.int64)
+    return zeros(batch + a.shape[-2:-1] + b.shape[-1:], np.int64)
 
 
 def softmax_i(scores: np.ndarray, mult=None, shift=None, mask=None) -> np.ndarray:
-    return np.zeros(scores.shape, np.uint16)
+    return zeros(scores.shape, np.uint16)
 
 
 def rmsnorm_i(x: np.ndarray, gain_int=None, eps_int=None) -> np.ndarray:
-    return np.zeros(x.shape, np.int8)
+    return zeros(x.shape, np.int8)
 
 
 def rope_i(x: np.ndarray, cos=None, sin=None) -> np.ndarray:
-    return np.zeros(x.shape, np.int8)
+    return zeros(x.shape, np.int8)
 
 
 def lut8(x: np.ndarray, table: np.ndarray) -> np.ndarray:
-    return np.zeros(x.shape, table.dtype)
+    return zeros(x.shape, table.dtype)
 
 
 def sat16(x: np.ndarray) -> np.ndarray:
-    return np.zeros(np.shape(x), np.int16)
+    return zeros(np.shape(x), np.int16)
 
 
 class DryRequant:
@@ -64,7 +80,7 @@ class DryRequant:
         return self
 
     def __call__(self, acc: np.ndarray, bits: int = 8) -> np.ndarray:
-        return np.zeros(np.shape(acc), {8: np.int8, 16: np.int16, 32: np.int32}[bits])
+        return zeros(np.shape(acc), {8: np.int8, 16: np.int16, 32: np.int32}[bits])
 
 
 _REAL = types.SimpleNamespace(K=kernels, Rq=Requant)

@@ -1,0 +1,193 @@
+"""Dry runs of in-process chips by replay: the chip code runs once per kind of chip, not once
+per chip, and no message moves.
+
+A dry run's counters come from shapes and the all-reduce schedule alone. Chips whose slices
+have the same sizes and the same placement (all of them, or two or three kinds, in the
+paper's configurations) do the same work: the chip code (chip.drive with the dry kernels)
+runs once for each kind with a recording clock, which keeps the work between two
+all-reduces as one summed cost and marks the sections and all-reduces in order. Then every
+chip's clock (comm/clockset.py) is charged that work and runs each all-reduce's compiled
+message schedule (comm/schedule.py) in the order of the recorded program. The result is the
+one run_chip gives on run_virtual's chips, counter for counter (tests/test_dryrun.py); a
+traced run, or one with an injected failure, takes that path instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+
+import numpy as np
+
+from .chip import RunSpec, Shard, chip_summary, drive, load_shard, make_meter, make_model, merge
+from .comm.schedule import compile_allreduce
+from .config import LlamaConfig
+from .hardware import costs
+from .comm.clockset import ZERO, ClockSet, add_rows, cost_row
+from .hardware.placement import chip_specs
+from .models import llama, mobilebert
+from .models.partition import plan
+
+
+class _Recorder:
+    """The ChipClock interface the Meter and chip.drive use, recording one chip's program:
+    rows[i] is the summed work before events[i] (and rows[-1] after the last)."""
+
+    trace = None
+
+    def __init__(self, hw, fetches: dict):
+        self.costs = costs.Table(hw)
+        self.rows, self.events, self._row = [], [], [0] * len(ZERO)
+        self._fetches = {k + " rows" for k in fetches}     # the Meter's label of a row fetch
+
+    def charge(self, c: costs.Cost, name: str = "kernel"):
+        if name in self._fetches and self.events:
+            raise RuntimeError(f"dry run: the input-dependent fetch '{name}' comes after an all-reduce")
+        p = self._row                          # clockset.cost_row(c), added in place
+        p[0] += c.compute + c.onchip + c.offchip
+        p[1] += c.compute
+        p[2] += c.onchip
+        p[3] += c.offchip
+        p[6] += c.onchip_bytes
+        p[7] += c.offchip_bytes
+        p[9] += c.macs
+        p[10] += c.engine
+
+    def mark(self, event: tuple):
+        self.rows.append(tuple(self._row))
+        self.events.append(event)
+        self._row = [0] * len(ZERO)
+
+    def section(self, name: str):
+        return _Mark(self, name)
+
+    def span(self, name: str):
+        return contextlib.nullcontext()
+
+    def done(self):
+        self.rows.append(tuple(self._row))
+
+
+class _Mark:
+    def __init__(self, rec: _Recorder, name: str):
+        self.rec, self.name = rec, name
+
+    def __enter__(self):
+        self.rec.mark(("enter", self.name))
+
+    def __exit__(self, *exc):
+        self.rec.mark(("exit", self.name))
+
+
+class _Sync:
+    """Collectives' interface: records each all-reduce (shape, dtype). Returns this chip's own
+    buffer, which is the all-reduce's value in a dry run of the chip of the lowest rank of its
+    kind: every value a dry chip computes is 0, so a sum is 0, and the argmax key of chip 0
+    (all logits 0, ties to the lowest index: its vocabulary starts at 0) is the largest."""
+
+    def __init__(self, rec: _Recorder):
+        self.rec, self.calls = rec, 0
+
+    def _run(self, buf):
+        self.calls += 1
+        buf = np.ascontiguousarray(buf)
+        self.rec.mark(("allreduce", buf.shape, buf.dtype.str))
+        return buf.copy()
+
+    def sum(self, buf, label: str = ""):
+        return self._run(buf)
+
+    def max(self, buf, label: str = ""):
+        return self._run(buf)
+
+
+def _record(spec: RunSpec, sh: Shard, fetches: dict):
+    """One chip's program: (recorder, drive()'s result, all-reduce calls)."""
+    rec = _Recorder(spec.chip, fetches)
+    sync = _Sync(rec)
+    meter = make_meter(spec, sh, rec)
+    run = drive(spec, sh, make_model(spec, sh, sync, meter), meter)
+    rec.done()
+    return rec, run, sync.calls
+
+
+def _kind(mod, cfg, sl, specs) -> tuple:
+    """Chips of one kind do the same work, but for the fetches of input rows (mod.input_fetches):
+    same slice sizes and buffer shapes, hence the same places (placement is a function of shapes)."""
+    return mod.work_class(cfg, sl), tuple((s.key, tuple(s.shape), s.dtype, s.category) for s in specs)
+
+
+def _fetch_row(table: costs.Table, sh: Shard, fetches: dict) -> tuple:
+    """The state-row increments of a chip's input-row fetches (as Meter.rows charges them)."""
+    row = ZERO
+    for key, nbytes in fetches.items():
+        row = add_rows(row, cost_row(table.row_fetch(nbytes, sh.where[key])))
+    return row
+
+
+def run_dry(spec: RunSpec, size: int) -> dict:
+    """run_virtual(size, lambda t: run_chip(spec, t))[0] of a dry run, by replay."""
+    from .chip import encoder_inputs, prompt_of
+    t0 = time.perf_counter()
+    first = load_shard(spec, 0, size, None)                 # checks the run, chooses the placement
+    cfg = first.cfg
+    inputs = prompt_of(spec) if isinstance(cfg, LlamaConfig) else encoder_inputs(cfg, spec)
+    slices, specs = plan(cfg, size), chip_specs(cfg, size, first.run_len)
+    mod = llama if isinstance(cfg, LlamaConfig) else mobilebert
+    table = costs.Table(spec.chip)
+    kinds, of, shards, fix = {}, [], [], {}
+    for r in range(size):
+        k = _kind(mod, cfg, slices[r], specs[r])
+        fetches = mod.input_fetches(cfg, slices[r], inputs)
+        if k not in kinds:                                  # its shard placed, its program recorded
+            sh = first if r == 0 else load_shard(spec, r, size, None)
+            kinds[k] = (sh, _fetch_row(table, sh, fetches)) + _record(spec, sh, fetches)
+        else:                                               # the same placement: only its slice differs
+            sh = dataclasses.replace(kinds[k][0], sl=slices[r], specs=specs[r])
+            mine = _fetch_row(table, sh, fetches)
+            if mine != kinds[k][1]:                         # its fetches in place of the recorded chip's
+                fix[r] = tuple(a - b for a, b in zip(mine, kinds[k][1]))
+        of.append(k)
+        shards.append(sh)
+    kinds = {k: v[2:] for k, v in kinds.items()}
+    programs = list(kinds.values())
+    events = programs[0][0].events
+    if any(p[0].events != events for p in programs):
+        raise RuntimeError("dry run: chips of different kinds disagree on their all-reduces")
+    ranks = {k: [r for r in range(size) if of[r] == k] for k in kinds}
+    cs = ClockSet([spec.chip] * size, spec.topology)
+    for r, row in fix.items():                              # charged before the first all-reduce
+        cs.charge([r], row)
+    topo = spec.topology
+    for i, ev in enumerate(events):
+        for k, rs in ranks.items():
+            cs.charge(rs, kinds[k][0].rows[i])
+        if ev[0] == "enter":
+            cs.enter(ev[1])
+        elif ev[0] == "exit":
+            cs.exit(ev[1])
+        else:
+            cs.allreduce(compile_allreduce(spec.allreduce, tuple(topo.group_sizes), topo.top_algorithm, size,
+                                           ev[1], ev[2]))
+    for k, rs in ranks.items():
+        cs.charge(rs, kinds[k][0].rows[-1])
+    parts = [(chip_summary(spec, sh, cs.clock(r), r, kinds[of[r]][2], cs.messages[r]), kinds[of[r]][1]["out_local"])
+             for r, sh in enumerate(shards)]
+    run = dict(kinds[of[0]][1])
+    run["step_s"] = (time.perf_counter() - t0) / run["steps"]
+    return merge(spec, shards[0], run, parts)
+
+
+def replayable(spec: RunSpec) -> bool:
+    """A dry run without a trace or an injected failure (those take run_chip's path)."""
+    return spec.dry_run and not spec.trace and spec.fail_rank < 0
+
+
+def run_in_process(spec: RunSpec, size: int) -> dict:
+    """The merged result of `size` in-process chips: by replay for a plain dry run, else
+    run_chip on run_virtual's chips."""
+    if replayable(spec):
+        return run_dry(spec, size)
+    from .comm.virtual import run_virtual
+    from .chip import run_chip
+    return run_virtual(size, lambda t: run_chip(spec, t))[0]
