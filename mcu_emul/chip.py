@@ -83,6 +83,14 @@ class Meter:
         self.matmul(name, 1 if x.ndim == 1 else x.shape[0])
         return self.K.matmul_i8(x, w)
 
+    def weight_kernels(self, names, w, x: np.ndarray) -> np.ndarray:
+        """The weights `names`, stacked by rows in w (kernels.stack), applied to one input:
+        each charged as its own kernel, computed as one product."""
+        m = 1 if x.ndim == 1 else x.shape[0]
+        for name in names:
+            self.matmul(name, m)
+        return self.K.matmul_i8(x, w)
+
     def rows(self, name: str, nbytes: int):
         self.clock.charge(self.costs.row_fetch(nbytes, self.where[name]), name + " rows")
 

@@ -1,3 +1,4 @@
+import math
 import numpy as np
 import pytest
 
@@ -81,10 +82,21 @@ def test_rmsnorm_close_to_float():
     assert np.max(np.abs(y - np.clip(ref, -127, 127))) <= 1.01
 
 
-def test_isqrt_exact():
-    v = np.array([0, 1, 2, 3, 4, 15, 16, 17, 2**46 - 1, 2**46, 10**13 + 7], np.int64)
-    r = K.isqrt(v)
-    assert all(int(a) ** 2 <= int(b) < (int(a) + 1) ** 2 for a, b in zip(r, v))
+def test_rmsnorm_equals_python_integer_arithmetic():
+    """The float64 sum of squares and math.isqrt give the integer definition bit for bit, also
+    at the int16 extremes, long rows and several rows (prefill)."""
+    rng = np.random.default_rng(5)
+    rows = [np.full(4096, 32767), np.full(4096, -32767), rng.integers(-32767, 32768, 2048),
+            rng.integers(-3, 4, 512), np.zeros(64, np.int64)]
+    for x in rows:
+        x = x.astype(np.int16)
+        gain = rng.integers(1, 1 << 27, x.size)
+        for eps in (1, 12345):
+            n = x.size
+            r = max(math.isqrt((sum(int(v) * int(v) for v in x) // n + eps) << 16), 1) << K.RMS_FRAC
+            want = [min(127, max(-127, (int(v) * int(g) + r // 2) // r)) for v, g in zip(x, gain)]
+            assert K.rmsnorm_i(x, gain, eps).tolist() == want
+            assert K.rmsnorm_i(np.stack([x, x[::-1]]), gain, eps)[0].tolist() == want
 
 
 def test_rope_rotates_like_float():

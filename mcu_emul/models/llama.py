@@ -78,6 +78,14 @@ class LlamaChip:
         self.s_res = s_res = scale_for(amax["res"], 16)
         self.eps_int = max(1, round(cfg.norm_eps / s_res ** 2))
         self.w = {k: self.K.QWeight(v) for k, v in t.items() if v.dtype == np.int8 and v.ndim == 2}
+        # weights that share an input are computed in one product (host side; each is charged
+        # on its own): Q, K, V of a block, and its W1, W3
+        self.stacks = {}
+        for l in range(cfg.n_layers):
+            p = f"layers.{l}."
+            for name, parts in (("qkv", ("wq", "wk", "wv")), ("w13", ("w1", "w3"))):
+                keys = tuple(p + k for k in parts)
+                self.stacks[p + name] = (keys, self.K.stack([self.w[k] for k in keys]))
         self.kv = t["kv_cache"]                                       # int8 (2, L, T, nkv*hd)
         self.cos, self.sin = K.rope_tables(hd, kv_len, cfg.rope_theta)
         self.layers = []
@@ -99,6 +107,8 @@ class LlamaChip:
                 rq_u=Rq(sxf * t[p + "w3.scale"].astype(np.float64) / su),
                 silu=K.silu_lut(sg, s_silu), rq_a=Rq(s_silu * su / sa2),
                 rq_d=Rq(sa2 * t[p + "w2.scale"].astype(np.float64) / s_res))
+            L["rq_qkv"] = Rq.stack([L["rq_q"], L["rq_k"], L["rq_v"]])
+            L["rq_w13"] = Rq.stack([L["rq_g"], L["rq_u"]])
             if payload == "int8":
                 so, sd = S[f"{l}.o"], S[f"{l}.d"]
                 L |= dict(rq_o=Rq(sa * t[p + "wo.scale"].astype(np.float64) / so), rq_o2=Rq(so / s_res),
@@ -114,6 +124,11 @@ class LlamaChip:
 
     def _mm(self, x, name):
         return self.meter.weight_kernel(name, self.w[name], x)
+
+    def _mm_stack(self, x, name):
+        """The product of a stack of weights (self.stacks), each charged as its own kernel."""
+        keys, w = self.stacks[name]
+        return self.meter.weight_kernels(keys, w, x)
 
     def _reduce(self, part, rq, rq2, l, what):
         """All-reduce a block's partial sums and requantize to the residual scale.
@@ -168,12 +183,12 @@ class LlamaChip:
         T = pos0 + P                                                  # keys after this pass
         self.meter.elementwise(P * cfg.dim, "rmsnorm")
         h = self.K.rmsnorm_i(x, L["g_att"], self.eps_int)              # int8 (P, dim)
-        q = L["rq_q"](self._mm(h, p + "wq")).reshape(P, nq, hd)
-        k = L["rq_k"](self._mm(h, p + "wk")).reshape(P, nkv, hd)
-        v = L["rq_v"](self._mm(h, p + "wv"))                          # int8 (P, nkv*hd)
+        qkv = L["rq_qkv"](self._mm_stack(h, p + "qkv"))               # int8 (P, (nq + 2 nkv) hd)
+        v = qkv[:, (nq + nkv) * hd:]                                  # int8 (P, nkv*hd)
         self.meter.elementwise(P * (2 * nq + 3 * nkv) * hd, "requant + rope")
         cos, sin = self.cos[pos0:T, None, :], self.sin[pos0:T, None, :]
-        q, k = self.K.rope_i(q, cos, sin), self.K.rope_i(k, cos, sin)
+        qk = self.K.rope_i(qkv[:, :(nq + nkv) * hd].reshape(P, nq + nkv, hd), cos, sin)   # Q and K heads at once
+        q, k = qk[:, :nq], qk[:, nq:]
         self.kv[0, l, pos0:T], self.kv[1, l, pos0:T] = k.reshape(P, -1), v
         kc = self.kv[0, l, :T].reshape(T, nkv, hd).transpose(1, 2, 0)[:, None]   # (nkv, 1, hd, T)
         vc = self.kv[1, l, :T].reshape(T, nkv, hd).transpose(1, 0, 2)[:, None]   # (nkv, 1, T, hd)
@@ -193,8 +208,9 @@ class LlamaChip:
         self.meter.elementwise(P * cfg.dim, "rmsnorm")
         h = self.K.rmsnorm_i(x, L["g_ffn"], self.eps_int)
         self.meter.elementwise(P * 3 * (self.sl.ffn[1] - self.sl.ffn[0]), "silu gate")
-        g = L["rq_g"](self._mm(h, p + "w1"))
-        u = L["rq_u"](self._mm(h, p + "w3"))
+        nf = self.sl.ffn[1] - self.sl.ffn[0]
+        gu = L["rq_w13"](self._mm_stack(h, p + "w13"))                # int8 (P, 2 nf)
+        g, u = gu[:, :nf], gu[:, nf:]
         a = L["rq_a"](self.K.lut8(g, L["silu"]).astype(np.int32) * u)   # int8 (P, nf)
         fail("ffn")
         d = self._reduce(self._mm(a, p + "w2"), L["rq_d"], L.get("rq_d2"), l, "ffn")

@@ -8,6 +8,8 @@ chunks whose int32 results are added. Attention products use float64 (exact belo
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .quant import clamp
@@ -28,7 +30,7 @@ def _need(x: np.ndarray, dtype, name: str, kernel: str):
 class QWeight:
     """An int8 weight (out, in) with its float32 shadow (host-side speed-up, exact values)."""
 
-    __slots__ = ("q", "f32", "_chunks")
+    __slots__ = ("q", "f32", "_chunks", "shape")
 
     def __init__(self, q: np.ndarray):
         _need(q, np.int8, "weight", "QWeight")
@@ -36,18 +38,34 @@ class QWeight:
             raise KernelError(f"QWeight: weight must be 2-D (out, in), got shape {q.shape}")
         self.q = q                                   # int8 (out, in), lives in the chip's arena
         self.f32 = q.astype(np.float32)              # float32 (out, in), host compute copy
-        k = q.shape[1]
-        n = -(-k // F32_EXACT_K) if k else 1
-        bounds = np.linspace(0, k, n + 1).astype(int)
-        self._chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-
-    @property
-    def shape(self):
-        return self.q.shape
+        self.shape = q.shape
+        self._chunks = _chunks(q.shape[1])
 
     @property
     def nbytes(self) -> int:
         return self.q.nbytes
+
+
+def _chunks(k: int) -> list:
+    n = -(-k // F32_EXACT_K) if k else 1
+    bounds = np.linspace(0, k, n + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def stack(ws: list) -> QWeight:
+    """Weights that take the same input, stacked by rows: one product for all of them (host
+    side only: each keeps its own int8 buffer and its own cost). Their float32 shadows become
+    views of the stack's, so the host holds them once."""
+    if len({w.shape[1] for w in ws}) != 1:
+        raise KernelError(f"stack: weights of different in-dims {[w.shape for w in ws]}")
+    out = QWeight.__new__(QWeight)
+    out.q, out.f32 = None, np.concatenate([w.f32 for w in ws])
+    out.shape, out._chunks = out.f32.shape, ws[0]._chunks
+    start = 0
+    for w in ws:
+        w.f32 = out.f32[start:start + w.shape[0]]
+        start += w.shape[0]
+    return out
 
 
 def matmul_i8(x: np.ndarray, w: QWeight) -> np.ndarray:
@@ -111,14 +129,6 @@ def softmax_i(scores: np.ndarray, mult: np.ndarray, shift: np.ndarray, mask=None
 RMS_FRAC = 12
 
 
-def isqrt(v: np.ndarray) -> np.ndarray:
-    """floor(sqrt(v)) for int64 v >= 0, v < 2^52, exact."""
-    r = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
-    r = np.where(r * r > v, r - 1, r)
-    r = np.where((r + 1) * (r + 1) <= v, r + 1, r)
-    return r
-
-
 def rmsnorm_gain(gain: np.ndarray, s_out: float) -> np.ndarray:
     """Integer gains G for rmsnorm_i: G = round(g / s_out * 2^(8 + RMS_FRAC))."""
     return np.rint(np.asarray(gain, np.float64) / s_out * 2.0 ** (8 + RMS_FRAC)).astype(np.int64)
@@ -128,13 +138,23 @@ def rmsnorm_i(x: np.ndarray, gain_int: np.ndarray, eps_int: int) -> np.ndarray:
     """y = x * g / sqrt(mean(x^2) + eps), int16 in -> int8 out.
 
     r = isqrt((sum(x^2)//n + eps_int) << 16) = sqrt(ms)*2^8; y = round(x*G / (r*2^RMS_FRAC)).
+    sum(x^2) is summed in float64, exact: every partial sum is an integer below 2^53 (n < 2^22
+    int16 squares); the square root of each row is math.isqrt (exact, and one row per decode step).
     """
     _need(x, np.int16, "x", "rmsnorm_i")
-    xi = x.astype(np.int64)
     n = x.shape[-1]
-    ms = (xi * xi).sum(axis=-1, keepdims=True) // n + eps_int
-    r = np.maximum(isqrt(ms << 16), 1) << RMS_FRAC
-    y = (xi * gain_int + r // 2) // r
+    if n >= 1 << 22:
+        raise KernelError(f"rmsnorm_i: rows of {n} values are too long to sum exactly")
+    xf = x.astype(np.float64)
+    xi = x.astype(np.int64)
+    if x.ndim == 1:                           # one row: Python ints
+        r = max(math.isqrt((int(xf @ xf) // n + eps_int) << 16), 1) << RMS_FRAC
+        y = (xi * gain_int + r // 2) // r
+    else:
+        ss = np.einsum("...i,...i->...", xf, xf)
+        r = np.array([max(math.isqrt((int(v) // n + eps_int) << 16), 1) << RMS_FRAC for v in np.ravel(ss).tolist()],
+                     np.int64).reshape(x.shape[:-1] + (1,))
+        y = (xi * gain_int + r // 2) // r
     return clamp(y, -127, 127).astype(np.int8)
 
 

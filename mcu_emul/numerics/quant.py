@@ -77,6 +77,15 @@ class Requant:
         self.mult, self.shift = multiplier(real)
         self.half = np.left_shift(np.int64(1), self.shift - 1)
 
+    @staticmethod
+    def stack(rqs: list) -> "Requant":
+        """Per-row requantizations of stacked rows (kernels.stack), one after the other."""
+        if any(np.ndim(q.mult) != 1 for q in rqs):
+            raise ValueError("Requant.stack: per-row requantizations only")
+        r = Requant.__new__(Requant)
+        r.mult, r.shift, r.half = (np.concatenate([getattr(q, a) for q in rqs]) for a in ("mult", "shift", "half"))
+        return r
+
     def take(self, idx) -> "Requant":
         """The sub-requantization of rows `idx` (per-row multipliers)."""
         r = Requant.__new__(Requant)
