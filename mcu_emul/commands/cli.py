@@ -145,8 +145,9 @@ def parser() -> argparse.ArgumentParser:
                         "what fits, the smallest cluster meeting a budget, the latency-energy Pareto front")
     from .plan import add_arguments
     add_arguments(pn)
-    pl = sub.add_parser("plot", help="plots of a paper table, a run report or a sweep (needs matplotlib)")
-    pl.add_argument("results", help="paper.json (`paper`), a run report (`run --json`) or sweep.json (`sweep`)")
+    pl = sub.add_parser("plot", help="plots of a paper table, a run report, a sweep or a plan (needs matplotlib)")
+    pl.add_argument("results", help="paper.json (`paper`), a run report (`run --json`), sweep.json (`sweep`) or a plan "
+                    "(`plan --json`)")
     pl.add_argument("--out", default="plots", help="folder for the figures (default plots)")
     pl.add_argument("--format", default="png", help="png (default), svg or pdf")
     pl.add_argument("--y", default="latency_ms", help="sweeps: the figure to draw against chips (default latency_ms)")
