@@ -207,7 +207,8 @@ class Plan:
         return self._doc[key]
 
     def __repr__(self):
-        return f"Plan({self._doc['model']}: {len(self._doc['rows'])} configurations fit, front {self._doc['pareto_front']})"
+        d = self._doc
+        return f"Plan({d['model']}: {len(d['rows'])} configurations fit, Pareto front rows {d['pareto_front']})"
 
     def to_dict(self) -> dict:
         import copy

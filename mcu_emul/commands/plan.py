@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import shlex
 import sys
 
@@ -141,19 +142,23 @@ def render(doc: dict) -> str:
     same = {r["id"]: sum(1 for x in rows if x["same_figures_as"] == r["id"]) for r in shown}
     out.append(f"\n{len(rows)} configurations fit ({len(shown)} with distinct figures; `same`: how many more have "
                "exactly these figures; * on the Pareto front):")
-    topo = len(g["topologies"]) > 1                    # a topology column only when there is a choice
     tw = max([8] + [len(t) for t in g["topologies"]])
-    head = (f"{'id':>4} {'chips':>5} " + (f"{'topology':<{tw}} " if topo else "") + f"{'all-reduce':<23} {'payload':<7} {'placement':<10} {'ms':>9} {'blocks ms':>9} "
-            f"{'mJ':>8} {'blocks mJ':>9} {'link B':>11} {'off-chip B':>12} {'same':>4} {'front':>5}  budgets")
-    out.append(head)
+    cols = [("id", ">4", lambda r: r["id"]), ("chips", ">5", lambda r: r["chips"]),
+            *([("topology", f"<{tw}", lambda r: r["topology"])] if len(g["topologies"]) > 1 else []),
+            ("all-reduce", "<23", lambda r: _alg(r["allreduce"], r["top_algorithm"])),
+            ("payload", "<7", lambda r: r["payload"]), ("placement", "<10", lambda r: r["placement"]),
+            ("ms", ">9.4g", lambda r: r["latency_ms"]), ("blocks ms", ">9.4g", lambda r: r["blocks_latency_ms"]),
+            ("mJ", ">8.4g", lambda r: r["energy_mj"]), ("blocks mJ", ">9.4g", lambda r: r["blocks_energy_mj"]),
+            ("link B", ">11,.0f", lambda r: r["link_bytes_per_token"]),
+            ("off-chip B", ">12,.0f", lambda r: r["offchip_bytes_per_token"]),
+            ("same", ">4", lambda r: f"+{same[r['id']]}" if same[r["id"]] else ""),
+            ("front", ">5", lambda r: "*" if r["pareto"] else "")]
+    with_budgets = budgets["latency_ms"] is not None or budgets["energy_mj"] is not None
+    out.append(" ".join(f"{h:{re.match(r'[<>][0-9]+', f)[0]}}" for h, f, _ in cols)
+               + ("  budgets" if with_budgets else ""))
     for r in shown:
-        ok = "" if budgets["latency_ms"] is None and budgets["energy_mj"] is None else \
-            (_miss(r["misses"], budgets) if r["misses"] else "met")
-        out.append(f"{r['id']:>4} {r['chips']:>5} " + (f"{r['topology']:<{tw}} " if topo else "") + f"{_alg(r['allreduce'], r['top_algorithm']):<23} {r['payload']:<7} "
-                   f"{r['placement']:<10} {r['latency_ms']:>9.4g} {r['blocks_latency_ms']:>9.4g} "
-                   f"{r['energy_mj']:>8.4g} {r['blocks_energy_mj']:>9.4g} {r['link_bytes_per_token']:>11,.0f} "
-                   f"{r['offchip_bytes_per_token']:>12,.0f} {('+' + str(same[r['id']])) if same[r['id']] else '':>4} "
-                   f"{'*' if r['pareto'] else '':>5}  {ok}")
+        ok = (_miss(r["misses"], budgets) if r["misses"] else "met") if with_budgets else ""
+        out.append((" ".join(f"{get(r):{f}}" for _, f, get in cols) + f"  {ok}").rstrip())
     out.append(f"  ms, mJ: per {per}, whole model (mJ: the chips' energy; a streaming row's off-chip memory "
                f"device draws offchip_memory_energy_mj beyond it, in --json); blocks: the Transformer blocks alone; "
                f"link B, off-chip B: bytes per {per} over all chips; hier/X: hierarchical, the group leaders "
@@ -180,17 +185,17 @@ def render(doc: dict) -> str:
                        f"{r['id']} ({_config(r)}): {r[fig['latency_ms']]:.4g} ms, {r[fig['energy_mj']]:.4g} mJ")
         elif ans["closest_row"] is not None:
             r = rows[ans["closest_row"] - 1]
-            out.append(f"\nsmallest chip count with {what} per {per} ({doc['scope']}): none fits the budget; "
+            out.append(f"\nsmallest chip count with {what} per {per} ({doc['scope']}): none meets it; "
                        f"closest: row {r['id']} ({_config(r)}): {r[fig['latency_ms']]:.4g} ms, "
                        f"{r[fig['energy_mj']]:.4g} mJ, over by {_miss(ans['closest_misses'], budgets)}")
         else:
             out.append(f"\nsmallest chip count with {what}: no configuration fits at all")
         for b in ans["by_chips"]:
             if b["best_row"] is None:
-                out.append(f"  {b['chips']:>3} chips: nothing fits (see refused)")
+                out.append(f"  {b['chips']:>3} chip(s): nothing fits (see refused)")
             else:
                 m = b["misses"]
-                out.append(f"  {b['chips']:>3} chips: best row {b['best_row']}: "
+                out.append(f"  {b['chips']:>3} chip(s): best row {b['best_row']}: "
                            + (f"misses {_miss(m, budgets)}" if m else "meets it"))
     front = [rows[i - 1] for i in doc["pareto_front"]]
     out.append(f"\nPareto front (latency vs energy per {per}, {doc['scope']}; no other configuration is both "
