@@ -149,6 +149,7 @@ def render(doc: dict) -> str:
             ("payload", "<7", lambda r: r["payload"]), ("placement", "<10", lambda r: r["placement"]),
             ("ms", ">9.4g", lambda r: r["latency_ms"]), ("blocks ms", ">9.4g", lambda r: r["blocks_latency_ms"]),
             ("mJ", ">8.4g", lambda r: r["energy_mj"]), ("blocks mJ", ">9.4g", lambda r: r["blocks_energy_mj"]),
+            ("L3 mJ", ">8.4g", lambda r: r["offchip_memory_energy_mj"]),
             ("link B", ">11,.0f", lambda r: r["link_bytes_per_token"]),
             ("off-chip B", ">12,.0f", lambda r: r["offchip_bytes_per_token"]),
             ("same", ">4", lambda r: f"+{same[r['id']]}" if same[r["id"]] else ""),
@@ -159,10 +160,10 @@ def render(doc: dict) -> str:
     for r in shown:
         ok = (_miss(r["misses"], budgets) if r["misses"] else "met") if with_budgets else ""
         out.append((" ".join(f"{get(r):{f}}" for _, f, get in cols) + f"  {ok}").rstrip())
-    out.append(f"  ms, mJ: per {per}, whole model (mJ: the chips' energy; a streaming row's off-chip memory "
-               f"device draws offchip_memory_energy_mj beyond it, in --json); blocks: the Transformer blocks alone; "
-               f"link B, off-chip B: bytes per {per} over all chips; hier/X: hierarchical, the group leaders "
-               f"running X")
+    out.append(f"  ms, mJ: per {per}, whole model (mJ: the chips' energy, the budgets' and the front's); blocks: "
+               f"the Transformer blocks alone; L3 mJ: the off-chip memory device's energy beyond the chips' "
+               f"(streaming rows); link B, off-chip B: bytes per {per} over all chips; hier/X: hierarchical, the "
+               f"group leaders running X")
     if doc["refusals"]:
         out.append("\nrefused:")
         groups: dict = {}
@@ -199,7 +200,7 @@ def render(doc: dict) -> str:
                            + (f"misses {_miss(m, budgets)}" if m else "meets it"))
     front = [rows[i - 1] for i in doc["pareto_front"]]
     out.append(f"\nPareto front (latency vs energy per {per}, {doc['scope']}; no other configuration is both "
-               f"faster and more frugal): " + ("none" if not front else ""))
+               f"faster and more frugal):" + ("" if front else " none"))
     for r in front:
         out.append(f"  row {r['id']:>3}: {r[fig['latency_ms']]:.4g} ms, {r[fig['energy_mj']]:.4g} mJ  ({_config(r)})")
     return "\n".join(out)

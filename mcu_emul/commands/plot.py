@@ -309,8 +309,9 @@ def _draw_plan(plt, doc: dict) -> dict:
                 ax.scatter([r[lat] for r in pts], [r[en] for r in pts], marker=marker, s=36,
                            color=colours(j / max(1, len(chips) - 1)), label=f"{n} chip(s), {pl}")
     front = [doc["rows"][i - 1] for i in doc["pareto_front"]]
-    ax.step([r[lat] for r in front], [r[en] for r in front], where="post", color="black", linewidth=1,
-            label="Pareto front")
+    ax.step([r[lat] for r in front], [r[en] for r in front], where="post", color="black", linewidth=1)
+    ax.scatter([r[lat] for r in front], [r[en] for r in front], s=110, facecolors="none", edgecolors="black",
+               label="Pareto front")
     for k, r in enumerate(front):                       # labels above and below in turn: neighbours overlap less
         alg = f"hier/{r['top_algorithm']}" if r.get("top_algorithm") else r.get("allreduce", "")
         ax.annotate(f"#{r['id']} {r['chips']} ch. {alg} {r.get('payload', '')}", (r[lat], r[en]), fontsize=7,
