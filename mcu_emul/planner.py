@@ -22,7 +22,7 @@ from .comm.collectives import ALGORITHMS
 from .config import DATA_DIR, TOP_ALGORITHMS, LlamaConfig, load_model
 from .errors import CapacityError, UserError
 from .models.partition import check_chips
-from .presets import hardware
+from .presets import hardware, load_preset
 
 SCHEMA = "mcu_emul.plan/1"
 DEFAULT_CHIPS = (1, 2, 4, 8, 16, 32, 64)
@@ -228,6 +228,8 @@ def _topologies(given, hw: str, preset: str, overrides: dict) -> tuple[list[str]
     """The topologies to plan over and those skipped. Named ones must load with the preset (its
     error otherwise); of the default ones (every data/topology file), those the preset was
     not fitted for are skipped with the preset's own message."""
+    if preset != "none":
+        load_preset(preset)                             # its own errors first, not as a skipped topology
     if given is not None:
         names = _names(given, "--topology", None)
         for t in names:

@@ -201,6 +201,7 @@ BAD = [
     (["--topology", "three-level"], ["--topology three-level", "--preset none"]),
     (["--run-args", "--chips 2"], ["--run-args --chips"]),
     (["--run-args", "--gen-tokens 0"], ["--gen-tokens", "0"]),
+    (["--run-args", "--preset fast"], ["unknown preset 'fast'"]),
     (["--run-args", "--set link.top_algorithm=tree"], ["--set link.top_algorithm", "--top-algorithm"]),
     (["--json", "."], ["--json", "is a directory"]),
 ]
