@@ -141,8 +141,13 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="sweep", help="folder for sweep.csv and sweep.json")
     sw.add_argument("--quiet", action="store_true", help="no progress bar (batch jobs)")
     sw.add_argument("--config", metavar="FILE.toml", help="options from a TOML file (the command line wins)")
-    pl = sub.add_parser("plot", help="plots of a paper table, a run report or a sweep (needs matplotlib)")
-    pl.add_argument("results", help="paper.json (`paper`), a run report (`run --json`) or sweep.json (`sweep`)")
+    pn = sub.add_parser("plan", help="deployment planner: dry runs over chips, topologies, all-reduces, payloads; "
+                        "what fits, the smallest cluster meeting a budget, the latency-energy Pareto front")
+    from .plan import add_arguments
+    add_arguments(pn)
+    pl = sub.add_parser("plot", help="plots of a paper table, a run report, a sweep or a plan (needs matplotlib)")
+    pl.add_argument("results", help="paper.json (`paper`), a run report (`run --json`), sweep.json (`sweep`) or a plan "
+                    "(`plan --json`)")
     pl.add_argument("--out", default="plots", help="folder for the figures (default plots)")
     pl.add_argument("--format", default="png", help="png (default), svg or pdf")
     pl.add_argument("--y", default="latency_ms", help="sweeps: the figure to draw against chips (default latency_ms)")
@@ -342,6 +347,9 @@ def main(argv=None, transport_factory=lambda: None) -> int:
                              a.loo_nm_iters, a.set)
     if a.cmd == "sweep":
         return cmd_sweep(a)
+    if a.cmd == "plan":
+        from .plan import cmd_plan
+        return cmd_plan(a)
     if a.cmd == "plot":
         from .plot import plot
         for p in plot(a.results, str(check_folder("--out", a.out)), a.format, a.y):

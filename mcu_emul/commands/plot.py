@@ -2,7 +2,9 @@
 - a paper table (paper.json): speed-up vs chips with the published points, energy and latency by category;
 - a run report (`run --json`): per-chip emulated time and energy by category, on-chip memory
   by category against the chip's capacity;
-- a sweep (sweep.json): one figure against the chip count, a line per value of the other axes.
+- a sweep (sweep.json): one figure against the chip count, a line per value of the other axes;
+- a plan (`plan --json`): energy against latency of every configuration that fits, the Pareto
+  front and the budgets.
 Every number drawn is checked first; all figures are drawn in memory, then written."""
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 from ..errors import UserError
 
 CATS = ("compute", "onchip", "offchip", "link", "idle")
-SCHEMAS = ("mcu_emul.paper/1", "mcu_emul.report/1", "mcu_emul.sweep/1")
+SCHEMAS = ("mcu_emul.paper/1", "mcu_emul.report/1", "mcu_emul.sweep/1", "mcu_emul.plan/1")
 FORMATS = ("png", "svg", "pdf")
 SWEEP_FIGURES = {"latency_ms": "latency (ms)", "energy_mj": "energy (mJ)", "edp_mj_ms": "EDP (mJ ms)",
                  "blocks_latency_ms": "blocks latency (ms)", "blocks_energy_mj": "blocks energy (mJ)",
@@ -30,8 +32,8 @@ def _load(path) -> dict:
         raise UserError(f"cannot read results {path}: {type(e).__name__}: {e}") from None
     schema = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
     if schema not in SCHEMAS:
-        raise UserError(f"{path}: not a paper table, run report or sweep (schema {schema!r}, expected one of "
-                        f"{', '.join(SCHEMAS)}); make one with `paper --json`, `run --json` or `sweep`")
+        raise UserError(f"{path}: not a paper table, run report, sweep or plan (schema {schema!r}, expected one of "
+                        f"{', '.join(SCHEMAS)}); make one with `paper --json`, `run --json`, `sweep` or `plan --json`")
     return doc
 
 
@@ -76,6 +78,36 @@ def validate_sweep(doc: dict, path: str, y: str):
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:
             raise UserError(f"{path}: rows[{i}].chips = {c!r}: expected an integer >= 1")
         _number(r.get(y), f"{path}: rows[{i}].{y}", positive=False)
+
+
+def validate_plan(doc: dict, path: str):
+    """The rows, figures, budgets and front a plan's figure draws."""
+    from ..planner import FIGURES
+    rows = doc.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"{path}: 'rows' must be a list of configurations")
+    if not rows:
+        raise UserError(f"{path}: no configuration fits (see its refusals): nothing to draw")
+    if doc.get("figures") not in FIGURES.values():
+        raise UserError(f"{path}: 'figures' = {doc.get('figures')!r}: expected one of {list(FIGURES.values())}")
+    for i, r in enumerate(rows):
+        c = r.get("chips")
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise UserError(f"{path}: rows[{i}].chips = {c!r}: expected an integer >= 1")
+        if r.get("id") != i + 1:
+            raise UserError(f"{path}: rows[{i}].id = {r.get('id')!r}: expected {i + 1}")
+        for k in doc["figures"].values():
+            _number(r.get(k), f"{path}: rows[{i}].{k}")
+    budgets = doc.get("budgets")
+    if not isinstance(budgets, dict):
+        raise UserError(f"{path}: 'budgets' must be an object")
+    for k in ("latency_ms", "energy_mj"):
+        if budgets.get(k) is not None:
+            _number(budgets[k], f"{path}: budgets.{k}")
+    front = doc.get("pareto_front")
+    if not isinstance(front, list) or not front or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= len(rows) for i in front):
+        raise UserError(f"{path}: 'pareto_front' must be a non-empty list of row ids 1..{len(rows)}")
 
 
 def validate(doc: dict, path: str):
@@ -124,6 +156,9 @@ def plot(results: str, out: str, fmt: str = "png", y: str = "latency_ms") -> lis
     elif schema == "mcu_emul.report/1":
         validate_report(doc, results)
         names = ("run",)
+    elif schema == "mcu_emul.plan/1":
+        validate_plan(doc, results)
+        names = ("pareto",)
     else:
         validate_sweep(doc, results, y)
         names = ("sweep",)
@@ -131,7 +166,8 @@ def plot(results: str, out: str, fmt: str = "png", y: str = "latency_ms") -> lis
     files = {n: out / f"{n}.{fmt}" for n in names}
     check_paths({f"--out {f.name}": f for f in files.values()}, {"results": results})
     plt = _pyplot()
-    draw = {"mcu_emul.paper/1": _draw_paper, "mcu_emul.report/1": _draw_run, "mcu_emul.sweep/1": _draw_sweep}[schema]
+    draw = {"mcu_emul.paper/1": _draw_paper, "mcu_emul.report/1": _draw_run, "mcu_emul.sweep/1": _draw_sweep,
+            "mcu_emul.plan/1": _draw_plan}[schema]
     figs = draw(plt, doc, y) if schema == "mcu_emul.sweep/1" else draw(plt, doc)
     images = {n: _image(figs[n], fmt) for n in names}
     plt.close("all")
@@ -255,3 +291,41 @@ def _draw_paper(plt, doc: dict) -> dict:
         axes[0][0].legend(loc="upper right", frameon=False)
         figs[fname] = fig
     return figs
+
+
+def _draw_plan(plt, doc: dict) -> dict:
+    """Energy against latency of every configuration with distinct figures (colour: chips;
+    marker: placement), the Pareto front as a staircase, the budgets as dashed lines."""
+    lat, en = doc["figures"]["latency_ms"], doc["figures"]["energy_mj"]
+    rows = [r for r in doc["rows"] if r.get("same_figures_as") is None]
+    per = doc.get("figures_per") or "token"
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    chips = sorted({r["chips"] for r in rows})
+    colours = plt.get_cmap("viridis")
+    for j, n in enumerate(chips):
+        for pl, marker in (("stationary", "o"), ("stream", "x")):
+            pts = [r for r in rows if r["chips"] == n and r.get("placement") == pl]
+            if pts:
+                ax.scatter([r[lat] for r in pts], [r[en] for r in pts], marker=marker, s=36,
+                           color=colours(j / max(1, len(chips) - 1)), label=f"{n} chip(s), {pl}")
+    front = [doc["rows"][i - 1] for i in doc["pareto_front"]]
+    ax.step([r[lat] for r in front], [r[en] for r in front], where="post", color="black", linewidth=1)
+    ax.scatter([r[lat] for r in front], [r[en] for r in front], s=110, facecolors="none", edgecolors="black",
+               label="Pareto front")
+    for k, r in enumerate(front):                       # labels above and below in turn: neighbours overlap less
+        alg = f"hier/{r['top_algorithm']}" if r.get("top_algorithm") else r.get("allreduce", "")
+        ax.annotate(f"#{r['id']} {r['chips']} ch. {alg} {r.get('payload', '')}", (r[lat], r[en]), fontsize=7,
+                    xytext=(4, 4 if k % 2 == 0 else -11), textcoords="offset points")
+    b = doc["budgets"]
+    if b.get("latency_ms") is not None:
+        ax.axvline(b["latency_ms"], color="red", linestyle="--", linewidth=1, label=f"budget {b['latency_ms']:g} ms")
+    if b.get("energy_mj") is not None:
+        ax.axhline(b["energy_mj"], color="red", linestyle=":", linewidth=1, label=f"budget {b['energy_mj']:g} mJ")
+    if max(r[lat] for r in rows) > 10 * min(r[lat] for r in rows):
+        ax.set_xscale("log")
+    scope = {"model": "whole model", "blocks": "Transformer blocks"}.get(doc.get("scope"), "")
+    ax.set_xlabel(f"latency per {per} (ms), {scope}")
+    ax.set_ylabel(f"chips' energy per {per} (mJ), {scope}")
+    ax.set_title(f"plan of {doc.get('model', '?')}: {len(doc['rows'])} configurations fit")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
+    return {"pareto": fig}
