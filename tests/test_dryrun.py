@@ -127,3 +127,17 @@ def test_an_allreduce_is_reused_only_when_no_link_is_still_busy():
     fresh._totals(fresh._bound[sch])
     assert after(5_000) == [list(s) for s in fresh.state]
     assert after(5_000) != after(0)
+
+
+def test_a_sweep_over_topologies_records_each_program_once():
+    """Programs do not depend on the topology or algorithm: the second run reuses the first's,
+    and still equals moving every message."""
+    from mcu_emul import dryrun
+    dryrun._PROGRAMS.clear()
+    run_dry(spec_of("tinyllama-tiny", {}, dict(gen_tokens=3)), 6)
+    recorded = len(dryrun._PROGRAMS)
+    for topo, algo in (({}, "ring"), (dict(group_sizes=(2,), top_algorithm="tree"), "hierarchical"),
+                       ("three-level", "flat")):
+        spec = spec_of("tinyllama-tiny", topo, dict(gen_tokens=3, allreduce=algo))
+        same(run_virtual(6, lambda t: run_chip(spec, t))[0], run_dry(spec, 6), f"{topo} {algo}")
+    assert len(dryrun._PROGRAMS) == recorded
