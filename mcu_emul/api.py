@@ -8,6 +8,7 @@ over it. Every option is checked here (the same checks the command line gets), e
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -178,6 +179,11 @@ def execute(o: RunOptions, transport, invocation: str = "") -> tuple[Report, obj
     t = transport
     if not spec.weights and not spec.dry_run:
         spec.weights = ensure_weights(spec.cfg, o.seed or 0, t)
+    if o.check_float:                             # before the run, not after it
+        from .files.weights import WeightsFile
+        with contextlib.closing(WeightsFile(spec.weights)) as wf:
+            if not wf.has_float:
+                wf.read_float()                   # its one-line error
     rep = None
     t0 = time.perf_counter()
     if spec.dry_run or t is None:                 # dry runs: rank 0 emulates every chip in-process

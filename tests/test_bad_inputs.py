@@ -66,6 +66,8 @@ CASES = [
     ("unknown-command", ["fly"], ["invalid choice", "'fly'"]),
     ("unknown-model", ["run", "--model", "gpt5"], ["unknown model 'gpt5'", "tinyllama-42m"]),
     ("dry-run-check-float", ["run", *DRY, "--check-float"], ["--check-float", "--dry-run"]),
+    ("check-float-no-float", ["run", *TINY, "--weights", "{w_nofloat}", "--check-float", "--quiet"],
+     ["w_nofloat.h5", "no float reference weights", "weights make --model tinyllama-tiny"]),
     ("unknown-hw", ["run", *DRY, "--hw", "cortex-m4"], ["unknown hw description 'cortex-m4'"]),
     ("unknown-topology", ["run", *DRY, "--topology", "torus"], ["unknown topology description 'torus'"]),
     ("unknown-preset", ["run", *DRY, "--preset", "fast"], ["unknown preset 'fast'"]),
@@ -322,6 +324,8 @@ def bad(tiny_weights, tmp_path_factory):
     topo = (Path(__file__).resolve().parent.parent / "data/topology/siracusa-boards.toml").read_text()
     sub = lambda text, a, b: text.replace(a, b, 1) if a in text else pytest.fail(f"{a!r} not in file")  # noqa: E731
     p = {"dir": str(d), "w_good": good}
+    from mcu_emul.files.weights import make_weights
+    p["w_nofloat"] = str(make_weights("tinyllama-tiny", 0, d / "w_nofloat.h5", keep_float=False))
     p["model_garbage"] = _toml(d, "model_garbage", "dim = = 3\n[[[")
     (d / "model_binary.toml").write_bytes(b"\xff\xfe\x00garbage")
     p["model_binary"] = str(d / "model_binary.toml")

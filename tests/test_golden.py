@@ -102,3 +102,26 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as d:
         GOLDEN.write_text(json.dumps(compute(d), indent=1, sort_keys=True) + "\n")
     print(f"wrote {GOLDEN}")
+
+
+def test_calibration_does_not_depend_on_blas_threads():
+    """Rank 0 makes default weights with BLAS on every core (chip.ensure_weights), a plain
+    process with its default: the calibrated ranges must be the same bits."""
+    from mcu_emul.config import load_model
+    from mcu_emul.files.weights import calibrate, init_weights
+    from mcu_emul.numerics.blas import blas_threads
+    cfg = load_model("tinyllama-42m")
+    w, ids = init_weights(cfg, 0), [np.arange(1, 2000, 250)]
+    before = blas_threads()
+    try:
+        got = [(blas_threads(n), calibrate(cfg, w, 0, ids))[1] for n in (1, 2, 4)]
+    finally:
+        blas_threads(before)
+    assert got[0] == got[1] == got[2]
+
+
+def test_default_weights_keep_floats_of_small_models_only():
+    from mcu_emul.config import load_model
+    from mcu_emul.files.weights import default_keeps_float
+    assert default_keeps_float(load_model("tinyllama-42m")) and default_keeps_float(load_model("mobilebert"))
+    assert not default_keeps_float(load_model("tinyllama-scaled"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -30,6 +31,10 @@ FORMAT_VERSION = 1
 INIT_DOC = ("normal(0, 0.02) matrices, residual projections scaled by 1/sqrt(2*n_layers); "
             "norm gains 1 (Llama) or 1 + normal(0, 0.05) (NoNorm); biases normal(0, 0.02)")
 CALIB_SEQS = 2
+# the float originals (for --check-float) are kept in a default weights file up to this size:
+# TinyLlama-42M's 0.16 GB are; tinyllama-scaled's 1.08 GB are not (four times its int8 file,
+# and most of its first run's time; `weights make` keeps them for any model)
+DEFAULT_FLOAT_MAX_BYTES = 256 * 2**20
 # Range of every float a weights file holds (scales, gains, biases, calibrated ranges): far
 # outside any trained model, inside what the integer requantization can represent.
 MIN_VALUE, MAX_VALUE = 1e-30, 1e30
@@ -182,6 +187,11 @@ def make_weights(model: str | ModelConfig, seed: int, out, keep_float: bool = Tr
     return write_weights(cfg, init_weights(cfg, seed), out, seed=seed, keep_float=keep_float)
 
 
+def default_keeps_float(cfg: ModelConfig) -> bool:
+    """Does the default weights file of cfg keep the float originals?"""
+    return 4 * sum(math.prod(s) for s in tensor_shapes(cfg).values()) <= DEFAULT_FLOAT_MAX_BYTES
+
+
 def cache_dir() -> Path:
     base = os.environ.get("MCU_EMUL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mcu_emul"
     return Path(base)
@@ -241,7 +251,7 @@ def cached_default_weights(cfg: ModelConfig, seed: int, log=print) -> Path:
         log(f"mcu_emul: cached default weights {path} are damaged ({why}): making them again")
     else:
         log(f"mcu_emul: making default weights for {cfg.name} (seed {seed}) at {path} (once)")
-    make_weights(cfg, seed, path)
+    make_weights(cfg, seed, path, keep_float=default_keeps_float(cfg))
     write_bytes(_marker(path), json.dumps({"size_bytes": path.stat().st_size}).encode())
     return path
 
@@ -390,8 +400,10 @@ class WeightsFile:
 
     def read_float(self) -> dict[str, np.ndarray]:
         if not self.has_float:
-            raise UserError(f"weights file {self.path} has no float reference weights ('float' group); "
-                            "make it without --no-float to use --check-float")
+            raise UserError(f"weights file {self.path} has no float reference weights ('float' group): made with "
+                            f"--no-float, or the default file of a model over {DEFAULT_FLOAT_MAX_BYTES >> 20} MiB of "
+                            f"float weights; for --check-float make one with `python -m mcu_emul weights make --model "
+                            f"{self.cfg.name} --out FILE` and give --weights FILE")
         return {n: self.read(n, group="float") for n in tensor_shapes(self.cfg)}
 
     def close(self):
