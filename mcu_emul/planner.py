@@ -21,6 +21,7 @@ from .api import DEFAULT_MODEL, MAX_CHIPS, PAYLOADS, RunOptions, _cli_args, exec
 from .comm.collectives import ALGORITHMS
 from .config import DATA_DIR, TOP_ALGORITHMS, LlamaConfig, load_model
 from .errors import CapacityError, UserError
+from .files.report import Document
 from .models.partition import check_chips
 from .presets import hardware, load_preset
 
@@ -189,35 +190,16 @@ def assess(rows: list[dict], scope: str, latency_ms: float | None = None, energy
             "pareto_front": pareto_front(rows, fig["latency_ms"], fig["energy_mj"])}
 
 
-class Plan:
+class Plan(Document):
     """A plan as an object: its JSON keys as attributes (`p.rows`, `p.refusals`, `p.smallest`,
     `p.pareto_front`, ...); `to_dict()` is what `plan --json` writes; `save(path)`;
     `summary()` is the text the command prints."""
 
-    def __init__(self, doc: dict):
-        self._doc = doc
-
-    def __getattr__(self, name):
-        try:
-            return self._doc[name]
-        except KeyError:
-            raise AttributeError(f"plan has no field {name!r} (fields: {', '.join(self._doc)})") from None
-
-    def __getitem__(self, key):
-        return self._doc[key]
+    what = "plan"
 
     def __repr__(self):
         d = self._doc
         return f"Plan({d['model']}: {len(d['rows'])} configurations fit, Pareto front rows {d['pareto_front']})"
-
-    def to_dict(self) -> dict:
-        import copy
-        return copy.deepcopy(self._doc)
-
-    def save(self, path):
-        from .files.outputs import check_paths, write_json
-        check_paths({"path": path}, stdout_ok=("path",))
-        write_json(path, self._doc)
 
     def summary(self) -> str:
         from .commands.plan import render

@@ -157,10 +157,11 @@ def summary(rep: dict) -> str:
     return "\n".join(lines)
 
 
-class Report:
-    """A run report as an object: the JSON report's keys as attributes (`r.latency_ms`,
-    `r.energy_mj`, `r.edp_mj_ms`, `r.blocks`, `r.chips`, `r.per_chip`, `r.output_sha256`, ...);
-    `to_dict()` is what `--json` writes (same schema); `save(path)` writes it."""
+class Document:
+    """A JSON document as an object: its keys as attributes and items; `to_dict()` is what
+    `--json` writes (same schema); `save(path)` writes it (the Report and the Plan)."""
+
+    what = "document"
 
     def __init__(self, doc: dict):
         self._doc = doc
@@ -169,17 +170,13 @@ class Report:
         try:
             return self._doc[name]
         except KeyError:
-            raise AttributeError(f"report has no field {name!r} (fields: {', '.join(self._doc)})") from None
+            raise AttributeError(f"{self.what} has no field {name!r} (fields: {', '.join(self._doc)})") from None
 
     def __getitem__(self, key):
         return self._doc[key]
 
     def __eq__(self, other):
-        return isinstance(other, Report) and self._doc == other._doc
-
-    def __repr__(self):
-        return (f"Report({self._doc['model']} on {self._doc['chips']} chip(s): latency {self._doc['latency_ms']:.4g} ms, "
-                f"energy {self._doc['energy_mj']:.4g} mJ per {self._doc['figures_per']})")
+        return type(other) is type(self) and self._doc == other._doc
 
     def to_dict(self) -> dict:
         import copy
@@ -189,6 +186,18 @@ class Report:
         from .outputs import check_paths
         check_paths({"path": path}, stdout_ok=("path",))
         write_json(path, self._doc)
+
+
+class Report(Document):
+    """A run report as an object: the JSON report's keys as attributes (`r.latency_ms`,
+    `r.energy_mj`, `r.edp_mj_ms`, `r.blocks`, `r.chips`, `r.per_chip`, `r.output_sha256`, ...);
+    `to_dict()` is what `--json` writes (same schema); `save(path)` writes it."""
+
+    what = "report"
+
+    def __repr__(self):
+        return (f"Report({self._doc['model']} on {self._doc['chips']} chip(s): latency {self._doc['latency_ms']:.4g} ms, "
+                f"energy {self._doc['energy_mj']:.4g} mJ per {self._doc['figures_per']})")
 
     def summary(self) -> str:
         return summary(self._doc)
