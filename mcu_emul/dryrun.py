@@ -99,17 +99,14 @@ class _SameLayers:
     def __init__(self, model, meter, rec: _Recorder):
         self.layer, self.meter, self.rec = model._layer, meter, rec
         self.memo, self.keys = {}, {}
-
-    def _key(self, l: int) -> tuple:
-        key = self.keys.get(l)
-        if key is None:
-            p = f"layers.{l}."
-            m = self.meter
-            key = self.keys[l] = tuple((k[len(p):], m.shapes.get(k), m.where[k]) for k in m.where if k.startswith(p))
-        return key
+        for k, places in meter.where.items():                       # layer -> its buffers' shapes and places
+            if k.startswith("layers."):
+                _, l, name = k.split(".", 2)
+                self.keys.setdefault(int(l), []).append((name, meter.shapes.get(k), places))
+        self.keys = {l: tuple(v) for l, v in self.keys.items()}
 
     def __call__(self, l, L, x, *args):
-        key = (self._key(l), x.shape, x.dtype.str, args[:-1])      # args[-1]: the failure hook
+        key = (self.keys.get(l), x.shape, x.dtype.str, args[:-1])  # args[-1]: the failure hook
         hit = self.memo.get(key)
         if hit is None:
             cp = self.rec.checkpoint()
