@@ -47,7 +47,8 @@ def figures(res: dict, scope: str = "model", phase: str | None = None) -> dict:
     energy_mj = sum(c["energy_mj"] for c in chips) / steps
     cats = chips[0]["energy_mj_by_category"].keys()
     slow = max(chips, key=lambda c: c["cycles"])
-    l3_mj = sum(c["offchip_bytes"] for c in chips) * res["l3_device_pj_per_byte"] * 1e-9 / steps
+    pj = res["l3_device_pj_per_byte"]                  # per chip: a mixed cluster's may differ
+    l3_mj = sum(sum(c["offchip_bytes"] for c, q in zip(chips, pj) if q == p) * p for p in sorted(set(pj))) * 1e-9 / steps
     return {"latency_ms": latency_ms, "energy_mj": energy_mj, "edp_mj_ms": latency_ms * energy_mj,
             "offchip_memory_energy_mj": l3_mj,
             "latency_ms_by_category": {k: v / f * 1e3 / steps for k, v in slow["cycles_by_category"].items()},
