@@ -214,7 +214,9 @@ def chip_summary(spec: RunSpec, sh: Shard, clock, rank: int, allreduce_calls: in
                               offchip_bytes=c["bytes"]["offchip"], link_bytes=c["bytes"]["link"])
     busy = sum(v for k, v in clock.cycles.items() if k != "idle")
     sl, tensors = sh.sl, sh.tensors
+    gemm = not isinstance(sh.cfg, LlamaConfig)
     return dict(rank=rank, **where_this_runs(), hw=sh.hw.name, freq_hz=sh.hw.compute.freq_hz,
+                throughput_macs_per_s=costs.throughput_macs_per_s(sh.hw, gemm),
                 onchip_capacity_bytes=sh.hw.onchip_capacity_bytes, onchip_used_bytes=sh.arena.used,
                 onchip_used_by_category=dict(sh.arena.used_by), weight_bytes=sh.weight_bytes,
                 weight_bytes_by_place=weight_bytes_by_place(sh.specs, sh.where),
