@@ -37,7 +37,8 @@ MAX_CLUSTER_CHIPS = 4096
 
 @dataclass(frozen=True)
 class Cluster:
-    """One ChipSpec per rank, and each rank's link values (None: the topology's for all)."""
+    """One ChipSpec per rank, and each rank's link values (None: the topology's for all): a
+    Topology per rank, of which only the LINK_KEYS values are the chip's own."""
     name: str
     path: str
     chips: tuple

@@ -76,8 +76,8 @@ class ClockSet:
             if kind == SEND:
                 key = (n, r, peer)
                 if key not in links:
-                    own, other = (topo, None) if self.links is None else (self.links[r], self.links[peer])
-                    ser, lat = costs.link_cycles(self.ref_hz, own, n, topo.level(r, peer), other)
+                    ends = () if self.links is None else (self.links[r], self.links[peer])
+                    ser, lat = costs.link_cycles(self.ref_hz, topo, n, topo.level(r, peer), ends)
                     links[key] = (ser, lat, peer if topo.link_ports == "per_peer" else 0)
                 ser, lat, port = links[key]
                 ops.append((SEND, r, m, ser, lat, port))

@@ -111,13 +111,14 @@ def row_fetch(hw: ChipSpec, nbytes: int, where) -> Cost:
     return Cost(onchip=dma, onchip_bytes=nbytes)
 
 
-def link_cycles(hz: float, topo: Topology, nbytes: int, level: int, peer: Topology | None = None) -> tuple[int, int]:
+def link_cycles(hz: float, topo: Topology, nbytes: int, level: int, ends: tuple = ()) -> tuple[int, int]:
     """(serialization cycles at the sender, latency cycles at clock hz) of one message on a
-    `level` link. A link joins two chips' ports: given the peer's link values (a cluster's
-    per-chip link overrides), it runs at the slower bandwidth and the longer latency."""
+    `level` link of topology topo. ends: the two chips' own link values (a cluster's per-chip
+    link overrides; objects with link_bytes_per_s and link_latency_s): the link then runs at
+    the slower end's bandwidth and the longer latency."""
     bw, lat0 = topo.link_bytes_per_s, topo.link_latency_s
-    if peer is not None:
-        bw, lat0 = min(bw, peer.link_bytes_per_s), max(lat0, peer.link_latency_s)
+    if ends:
+        bw, lat0 = min(e.link_bytes_per_s for e in ends), max(e.link_latency_s for e in ends)
     bw *= topo.upper_bandwidth_factor if level > 0 else 1.0
     lat = lat0 * (topo.upper_latency_factor if level > 0 else 1.0)
     return _ceil(nbytes * hz / bw), _ceil(lat * hz)

@@ -20,8 +20,7 @@ class ChipClock:
 
     def __init__(self, hw: ChipSpec, topo: Topology, rank: int, ref_hz: float | None = None,
                  links: tuple | None = None):
-        self.hw, self.rank, self.links = hw, rank, links
-        self.topo = topo if links is None else links[rank]
+        self.hw, self.topo, self.rank, self.links = hw, topo, rank, links
         self.ref_hz = ref_hz or hw.compute.freq_hz
         self.link_free = {}                    # port -> cycle at which it is free again
         self.trace = None                      # list of events when tracing (see trace.py)
@@ -53,8 +52,8 @@ class ChipClock:
         """Queue a message on its link; returns (arrival time at dest, transfer cycles)."""
         link = self._links.get((nbytes, dest))
         if link is None:                       # a pure function of (size, peer): computed once
-            ser, lat = costs.link_cycles(self.ref_hz, self.topo, nbytes, self.topo.level(self.rank, dest),
-                                         None if self.links is None else self.links[dest])
+            ends = () if self.links is None else (self.links[self.rank], self.links[dest])
+            ser, lat = costs.link_cycles(self.ref_hz, self.topo, nbytes, self.topo.level(self.rank, dest), ends)
             link = self._links[(nbytes, dest)] = (ser, lat, dest if self.topo.link_ports == "per_peer" else 0)
         ser, lat, port = link
         start = max(self.now, self.link_free.get(port, 0))
@@ -93,7 +92,8 @@ class ChipClock:
 
     def energy_mj(self, counters: dict | None = None) -> dict:
         c = counters or self.counters()
-        return costs.energy_mj(self.hw, self.topo, c["cycles"], c["bytes"], c["engine_cycles"], self.ref_hz)
+        own = self.topo if self.links is None else self.links[self.rank]        # its link's pJ per byte
+        return costs.energy_mj(self.hw, own, c["cycles"], c["bytes"], c["engine_cycles"], self.ref_hz)
 
 
 def flow_id(src: int, dst: int, seq: int) -> int:
