@@ -117,7 +117,10 @@ def load_cluster(name: str, topo: Topology, chip_of, fixed=()) -> Cluster:
         if both:
             raise UserError(f"{where}: sets {both[0]}, and so does --set: give each value in one place")
         if hw not in bases:
-            bases[hw] = chip_of(hw)
+            try:
+                bases[hw] = chip_of(hw)
+            except UserError as err:
+                raise UserError(f"{where}: hw {hw!r}: {err}") from None
         chip, own = with_values(bases[hw], topo, values, where)       # names, types and ranges checked
         link = {k: v for k, v in values.items() if k.startswith("link.")}
         bad = sorted(k for k in link if k.split(".", 1)[1] not in LINK_KEYS)
