@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from .chip import FAIL_PHASES, PLACEMENTS, PREFILLS, RunSpec, ensure_weights, run_chip, validate_inputs
+from .cluster import run_cluster, same_count
 from .runspec import SPLITS
 from .comm.collectives import ALGORITHMS
 from .comm.transport import Aborted, MPITransport, mpi_launched
@@ -26,7 +27,7 @@ from .errors import UserError
 from .files.outputs import check_paths, write_json
 from .files.report import Report
 from .models.partition import check_chips, plan
-from .presets import hardware, other_chip
+from .presets import hardware
 
 DEFAULT_MODEL = "tinyllama-42m"
 DEFAULT_PRESET = "siracusa-paper"
@@ -161,12 +162,9 @@ def resolve(o: RunOptions, transport):
     if transport is not None and o.chips is not None and o.chips != transport.size:
         raise UserError(f"--chips {o.chips} differs from the MPI world size {transport.size}; omit --chips under mpirun")
     chip, topo = hardware(o.hw, o.topology, o.preset, o.sets, o.overrides)
-    cluster = _cluster(o, chip, topo)
+    cluster = run_cluster(o.cluster, o.hw, chip, topo, o.preset, o.sets, o.overrides)
     chips = transport.size if transport is not None else (o.chips or (cluster.size if cluster else 1))
-    if cluster is not None and cluster.size != chips:
-        run = f"the MPI world size is {chips}" if transport is not None else f"the run has --chips {chips}"
-        raise UserError(f"--cluster {o.cluster} describes {cluster.size} chips, but {run}: give as many chips as "
-                        "the cluster has")
+    same_count(o.cluster, cluster, chips, transport is not None)
     check_chips(cfg, chips)
     if o.fail_rank >= chips:
         raise UserError(f"--fail-rank {o.fail_rank}: there are only {chips} chips")
@@ -178,21 +176,6 @@ def resolve(o: RunOptions, transport):
     validate_inputs(cfg, spec)
     plan(cfg, chips, spec.speeds(cfg, chips))             # a by-speed split that cannot be made: refused here
     return spec, chips, tok
-
-
-def _cluster(o: RunOptions, chip, topo):
-    """The run's Cluster (--cluster), its chips built like --hw's (preset, --set), or None."""
-    if o.cluster is None:
-        return None
-    from .cluster import load_cluster
-    from .config import table_path as path_of
-    from .tomltext import parse_sets
-
-    def chip_of(hw):
-        if hw is None or path_of("hw", hw).resolve() == path_of("hw", o.hw).resolve():
-            return chip
-        return other_chip(hw, topo, o.preset, o.sets, o.overrides)
-    return load_cluster(o.cluster, topo, chip_of, set(parse_sets(o.sets)) | set(o.overrides or {}))
 
 
 def execute(o: RunOptions, transport, invocation: str = "") -> tuple[Report, object]:
@@ -359,7 +342,8 @@ def sweep(model: str = DEFAULT_MODEL, grid: dict | None = None, dry_run: bool = 
     for o in checked:                                 # every point checked before the first runs
         cfg = load_model(o.model) if o.model else load_model(DEFAULT_MODEL)
         check_chips(cfg, o.chips)
-        hardware(o.hw, o.topology, o.preset, [], o.overrides)
+        chip, topo = hardware(o.hw, o.topology, o.preset, [], o.overrides)
+        same_count(o.cluster, run_cluster(o.cluster, o.hw, chip, topo, o.preset, [], o.overrides), o.chips, False)
     out = []
     for i, o in enumerate(checked):
         call = f"mcu_emul.sweep({model!r}, grid={grid!r}, dry_run={dry_run!r}, ...) point {i}"

@@ -27,8 +27,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ChipSpec, Topology, load_table, with_values
+from .config import ChipSpec, Topology, load_table, table_path, with_values
 from .errors import UserError
+from .tomltext import parse_sets
 
 ENTRY_KEYS = ("ranks", "hw", "note")
 LINK_KEYS = ("link_bytes_per_s", "link_latency_s", "link_pj_per_byte")     # per chip; the rest: topology's
@@ -40,7 +41,7 @@ class Cluster:
     """One ChipSpec per rank, and each rank's link values (None: the topology's for all): a
     Topology per rank, of which only the LINK_KEYS values are the chip's own."""
     name: str
-    path: str
+    path: str            # the file it was read from
     chips: tuple
     links: tuple | None = None
 
@@ -155,3 +156,26 @@ def chip_key(chip: ChipSpec) -> tuple:
 
 def link_key(topo: Topology | None) -> tuple | None:
     return None if topo is None else tuple(getattr(topo, k) for k in LINK_KEYS)
+
+
+def run_cluster(name: str | None, hw: str, chip: ChipSpec, topo: Topology, preset: str, sets: list,
+                values: dict | None) -> Cluster | None:
+    """The run's Cluster (`--cluster name`), or None: its chips built like the run's `--hw`
+    (`chip`: file, preset, --set strings `sets` and API overrides `values` applied)."""
+    if name is None:
+        return None
+    from .presets import other_chip
+
+    def chip_of(other):
+        if other is None or table_path("hw", other).resolve() == table_path("hw", hw).resolve():
+            return chip
+        return other_chip(other, topo, preset, sets, values)
+    return load_cluster(name, topo, chip_of, set(parse_sets(sets)) | set(values or {}))
+
+
+def same_count(given: str, cluster: Cluster | None, chips: int, mpi: bool):
+    """The cluster (`--cluster given`) describes the run's chips: refused otherwise, naming both counts."""
+    if cluster is not None and cluster.size != chips:
+        run = f"the MPI world size is {chips}" if mpi else f"the run has --chips {chips}"
+        raise UserError(f"--cluster {given} describes {cluster.size} chips, but {run}: give as many chips "
+                        "as the cluster has")
