@@ -48,7 +48,8 @@ def figures(res: dict, scope: str = "model", phase: str | None = None) -> dict:
     cats = chips[0]["energy_mj_by_category"].keys()
     slow = max(chips, key=lambda c: c["cycles"])
     pj = res["l3_device_pj_per_byte"]                  # per chip: a mixed cluster's may differ
-    l3_mj = sum(sum(c["offchip_bytes"] for c, q in zip(chips, pj) if q == p) * p for p in sorted(set(pj))) * 1e-9 / steps
+    l3_pj = sum(sum(c["offchip_bytes"] for c, q in zip(chips, pj) if q == p) * p for p in sorted(set(pj)))
+    l3_mj = l3_pj * 1e-9 / steps
     return {"latency_ms": latency_ms, "energy_mj": energy_mj, "edp_mj_ms": latency_ms * energy_mj,
             "offchip_memory_energy_mj": l3_mj,
             "latency_ms_by_category": {k: v / f * 1e3 / steps for k, v in slow["cycles_by_category"].items()},
@@ -167,9 +168,10 @@ def summary(rep: dict) -> str:
                      + (f"{split:<17}{share}" if mixed else split))
     lb = rep["load_balance"]
     if mixed and rep["chips"] > 1:
-        lines.append(f"  load balance: chip {lb['slowest_rank']} works longest ({100 * lb['slowest_work_share']:.1f}% of "
-                     f"its time on its own kernels); the others are idle {100 * lb['others_idle_share_mean']:.1f}% of "
-                     f"their time on average (at most {100 * lb['others_idle_share_max']:.1f}%), waiting for slower chips")
+        lines.append(f"  load balance: chip {lb['slowest_rank']} works longest "
+                     f"({100 * lb['slowest_work_share']:.1f}% of its time on its own kernels); the others are idle "
+                     f"{100 * lb['others_idle_share_mean']:.1f}% of their time on average "
+                     f"(at most {100 * lb['others_idle_share_max']:.1f}%), waiting for slower chips")
     b = rep["blocks"]
     pf = rep.get("prefill")
     if pf:

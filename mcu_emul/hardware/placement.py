@@ -17,7 +17,8 @@ from ..models.partition import plan
 
 
 @functools.lru_cache(maxsize=64)
-def chip_specs(cfg: ModelConfig, n_chips: int, run_len: int, speeds: tuple | None = None) -> tuple[tuple[Spec, ...], ...]:
+def chip_specs(cfg: ModelConfig, n_chips: int, run_len: int,
+               speeds: tuple | None = None) -> tuple[tuple[Spec, ...], ...]:
     """Buffers of every chip (pure function of shapes; speeds: partition.plan's). Every chip of
     an in-process run asks for all of them (N^2 specs at N chips): computed once, and
     immutable (tuples of frozen Specs)."""
