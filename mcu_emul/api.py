@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 from .chip import FAIL_PHASES, PLACEMENTS, PREFILLS, RunSpec, ensure_weights, run_chip, validate_inputs
+from .cluster import run_cluster, same_count
+from .runspec import SPLITS
 from .comm.collectives import ALGORITHMS
 from .comm.transport import Aborted, MPITransport, mpi_launched
 from .dryrun import run_in_process
@@ -25,7 +27,7 @@ from .tomltext import toml_text
 from .errors import UserError
 from .files.outputs import check_paths, write_json
 from .files.report import Report
-from .models.partition import check_chips
+from .models.partition import check_chips, plan
 from .presets import hardware
 
 DEFAULT_MODEL = "tinyllama-42m"
@@ -36,7 +38,7 @@ PAYLOADS = ("int32", "int8")
 # integer options and their ranges (README "Limits")
 INT_RANGES = {"chips": (1, MAX_CHIPS), "seed": (0, MAX_SEED), "gen_tokens": (1, MAX_CONTEXT),
               "seq_len": (1, MAX_CONTEXT), "fail_rank": (-1, MAX_CHIPS)}
-CHOICES = {"placement": PLACEMENTS, "allreduce": ALGORITHMS, "payload": PAYLOADS, "prefill": PREFILLS}
+CHOICES = {"placement": PLACEMENTS, "allreduce": ALGORITHMS, "payload": PAYLOADS, "prefill": PREFILLS, "split": SPLITS}
 # run options a sweep sets for every point itself (grid axes, per-point outputs)
 SWEEP_SETS = ("chips", "allreduce", "placement", "json", "trace", "save_logits")
 
@@ -57,6 +59,8 @@ class RunOptions:
     allreduce: str = "hierarchical"
     topology: str = "siracusa-boards"
     hw: str = "siracusa"
+    cluster: str | None = None      # data/clusters NAME or a .toml path: each chip's own hardware
+    split: str = "balanced"         # or "by-speed": shares in proportion to each chip's throughput
     payload: str = "int32"
     preset: str = DEFAULT_PRESET
     sets: list = field(default_factory=list)
@@ -89,7 +93,7 @@ class RunOptions:
         for k in ("dry_run", "check_float", "progress"):
             if not isinstance(getattr(o, k), bool):
                 raise UserError(f"{k} must be True or False, got {getattr(o, k)!r}")
-        for k in ("model", "weights", "prompt", "topology", "hw", "preset", "json", "save_logits", "trace"):
+        for k in ("model", "weights", "prompt", "topology", "hw", "cluster", "preset", "json", "save_logits", "trace"):
             v = getattr(o, k)
             if v is not None and not isinstance(v, (str, os.PathLike)):
                 raise UserError(f"{k} must be a string or path, got {v!r}")
@@ -109,7 +113,7 @@ def _inputs(o: RunOptions) -> dict:
     """The files a run reads (for the output-collision check), data files named by name too."""
     ins = {"--weights": o.weights}
     for opt, kind, v in (("--model", "models", o.model), ("--hw", "hw", o.hw), ("--topology", "topology", o.topology),
-                         ("--preset", "presets", o.preset)):
+                         ("--cluster", "clusters", o.cluster), ("--preset", "presets", o.preset)):
         if v:
             ins[opt] = str(table_path(kind, v))
     return ins
@@ -158,16 +162,20 @@ def resolve(o: RunOptions, transport):
     seq_len = o.seq_len or (len(prompt_ids) if prompt_ids else min(128, getattr(cfg, "max_positions", 128)))
     if transport is not None and o.chips is not None and o.chips != transport.size:
         raise UserError(f"--chips {o.chips} differs from the MPI world size {transport.size}; omit --chips under mpirun")
-    chips = transport.size if transport is not None else (o.chips or 1)
+    chip, topo = hardware(o.hw, o.topology, o.preset, o.sets, o.overrides)
+    cluster = run_cluster(o.cluster, o.hw, chip, topo, o.preset, o.sets, o.overrides)
+    chips = transport.size if transport is not None else (o.chips or (cluster.size if cluster else 1))
+    same_count(o.cluster, cluster, chips, transport is not None)
     check_chips(cfg, chips)
     if o.fail_rank >= chips:
         raise UserError(f"--fail-rank {o.fail_rank}: there are only {chips} chips")
-    chip, topo = hardware(o.hw, o.topology, o.preset, o.sets, o.overrides)
     spec = RunSpec(model=cfg.name, cfg=cfg, weights=o.weights or "", chip=chip, prompt_ids=prompt_ids,
                    gen_tokens=gen_tokens, seq_len=seq_len, placement=o.placement, allreduce=o.allreduce,
                    topology=topo, payload=o.payload, fail_rank=o.fail_rank, fail_at=o.fail_at, dry_run=o.dry_run,
-                   trace=bool(o.trace), progress=o.progress, prefill=o.prefill or "parallel")
+                   trace=bool(o.trace), progress=o.progress, prefill=o.prefill or "parallel", cluster=cluster,
+                   split=o.split)
     validate_inputs(cfg, spec)
+    plan(cfg, chips, spec.speeds(cfg, chips))             # a by-speed split that cannot be made: refused here
     return spec, chips, tok
 
 
@@ -241,6 +249,7 @@ def provenance(o: RunOptions, spec, invocation: str, transport) -> dict:
             "overrides": parse_sets(o.sets) | (o.overrides or {}),
             "model_file": file("models", o.model) if o.model is not None and o.weights is None else None,
             "hw_file": file("hw", o.hw), "topology_file": file("topology", o.topology),
+            "cluster_file": file("clusters", o.cluster) if o.cluster is not None else None, "split": o.split,
             "weights": weights, "input_seed": spec.input_seed,
             "versions": {"python": platform.python_version(), "numpy": version("numpy"), "h5py": version("h5py"),
                          "mpi4py": version("mpi4py"), "mpich": version("mpich"),
@@ -262,8 +271,11 @@ def _finish(o: RunOptions, spec, res, wall, prov: dict) -> dict:
         write_json(o.json, rep)
     if o.trace:
         from .files.trace import write_trace
+        names = None
+        if spec.cluster is not None:                 # each track names its chip and clock
+            names = [f"chip {c['rank']} ({c['hw']}, {c['freq_hz'] / 1e6:.4g} MHz)" for c in res["chips"]]
         write_trace(o.trace, res["traces"], res["freq_hz"], {"model": rep["model"], "chips": rep["chips"],
-                                                             "latency_ms": rep["latency_ms"]})
+                                                             "latency_ms": rep["latency_ms"]}, names)
     if o.save_logits:
         import numpy as np
         report.save_npy(o.save_logits, (res["output"].astype(np.float64) * res["output_scale"]).astype(np.float32))
@@ -336,7 +348,8 @@ def sweep(model: str = DEFAULT_MODEL, grid: dict | None = None, dry_run: bool = 
     for o in checked:                                 # every point checked before the first runs
         cfg = load_model(o.model) if o.model else load_model(DEFAULT_MODEL)
         check_chips(cfg, o.chips)
-        hardware(o.hw, o.topology, o.preset, [], o.overrides)
+        chip, topo = hardware(o.hw, o.topology, o.preset, [], o.overrides)
+        same_count(o.cluster, run_cluster(o.cluster, o.hw, chip, topo, o.preset, [], o.overrides), o.chips, False)
     out = []
     for i, o in enumerate(checked):
         call = f"mcu_emul.sweep({model!r}, grid={grid!r}, dry_run={dry_run!r}, ...) point {i}"

@@ -4,7 +4,6 @@ The transport is handed in from the top, so the same code runs over MPI or in-pr
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import socket
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .comm.collectives import Collectives
-from .config import ChipSpec, LlamaConfig, ModelConfig, Topology, load_model
+from .config import ChipSpec, LlamaConfig, ModelConfig, load_model
 from .errors import UserError
 from .files.weights import WeightsFile
 from .hardware import costs
@@ -23,79 +22,15 @@ from .hardware.meter import Meter
 from .hardware.placement import choose_placement, place_shard
 from .models import llama, mobilebert
 from .models.partition import plan
+from .runspec import RunSpec, encoder_inputs, prompt_of, run_len_of, validate_inputs  # noqa: F401 (the chip's API)
 
 PLACEMENTS = ("auto", "stationary", "stream")
 PREFILLS = ("parallel", "token")
 FAIL_PHASES = ("load", "embed", "attention", "ffn", "report")
 
 
-@dataclass
-class RunSpec:
-    """Everything a run needs, identical on every rank."""
-    model: str
-    weights: str
-    chip: ChipSpec
-    prompt_ids: list | None = None     # decode: default [1]; encode: default seeded random ids
-    cfg: ModelConfig | None = None     # the model as the user gave it (checked against the weights file)
-    gen_tokens: int = 32
-    seq_len: int = 128
-    placement: str = "auto"
-    allreduce: str = "hierarchical"
-    payload: str = "int32"
-    fail_rank: int = -1
-    fail_at: str = ""
-    input_seed: int = 0
-    topology: Topology | None = None
-    dry_run: bool = False
-    trace: bool = False
-    progress: bool = False          # rank 0 shows decode steps with an ETA on a terminal
-    prefill: str = "parallel"       # decode: the prompt in one pass, or "token" by token
-
-
 class InjectedFailure(RuntimeError):
     """A failure injected on purpose (--fail-rank/--fail-at) to test that the job ends."""
-
-
-def prompt_of(spec: RunSpec) -> list:
-    """Decode prompt: the given ids, else [1]."""
-    return [1] if spec.prompt_ids is None else list(spec.prompt_ids)
-
-
-def run_len_of(cfg: ModelConfig, spec: RunSpec) -> int:
-    if isinstance(cfg, LlamaConfig):
-        return len(prompt_of(spec)) + spec.gen_tokens - 1
-    return spec.seq_len
-
-
-def validate_inputs(cfg: ModelConfig, spec: RunSpec):
-    """Prompt ids, lengths: clear errors before any chip starts."""
-    ids = [] if spec.prompt_ids is None else spec.prompt_ids
-    bad = [i for i in ids if not 0 <= i < cfg.vocab_size]
-    if bad:
-        raise UserError(f"prompt id {bad[0]} is outside the vocabulary of '{cfg.name}' (0..{cfg.vocab_size - 1})")
-    if spec.prompt_ids is not None and not spec.prompt_ids:
-        raise UserError("--prompt-ids is empty: give at least one token id")
-    if isinstance(cfg, LlamaConfig):
-        if spec.gen_tokens < 1:
-            raise UserError(f"--gen-tokens must be >= 1, got {spec.gen_tokens}")
-        n = run_len_of(cfg, spec)
-        if n > cfg.context_len:
-            raise UserError(f"prompt ({len(prompt_of(spec))} ids) + --gen-tokens {spec.gen_tokens} needs {n} "
-                            f"positions, more than the context of {cfg.context_len} of '{cfg.name}'")
-    else:
-        if not 1 <= spec.seq_len <= cfg.max_positions:
-            raise UserError(f"--seq-len {spec.seq_len} outside 1..{cfg.max_positions} (max positions of '{cfg.name}')")
-        if spec.prompt_ids is not None and len(spec.prompt_ids) != spec.seq_len:
-            raise UserError(f"{len(spec.prompt_ids)} input ids (--prompt-ids) but --seq-len {spec.seq_len}: "
-                            "give one of them, or the same length")
-
-
-def encoder_inputs(cfg, spec: RunSpec) -> np.ndarray:
-    """MobileBERT input ids: the given ids, else seeded random ids of length --seq-len."""
-    if spec.prompt_ids is not None:
-        return np.asarray(spec.prompt_ids, np.int64)
-    rng = np.random.default_rng(spec.input_seed)
-    return rng.integers(0, cfg.vocab_size, spec.seq_len)
 
 
 class _DryAmax(dict):
@@ -117,6 +52,7 @@ class Shard:
     tensors: dict
     where: dict                   # weight key -> its places
     amax: dict
+    hw: ChipSpec                  # this chip's own description
 
     @property
     def weight_bytes(self) -> int:
@@ -131,16 +67,17 @@ def load_shard(spec: RunSpec, rank: int, size: int, wf, fail=lambda phase: None)
     if not isinstance(cfg, LlamaConfig) and spec.payload != "int32":
         raise UserError("--payload int8 is implemented for Llama models only")
     validate_inputs(cfg, spec)
-    sl = plan(cfg, size)[rank]
+    speeds, hw = spec.speeds(cfg, size), spec.hw_of(rank)
+    sl = plan(cfg, size, speeds)[rank]
     run_len = run_len_of(cfg, spec)
-    placement = choose_placement(cfg, size, run_len, spec.chip, spec.placement)
+    placement = choose_placement(cfg, size, run_len, spec.hws(size), spec.placement, speeds)
     fail("load")
-    specs, arena, tensors, where = place_shard(wf, cfg, size, rank, run_len, spec.chip, placement, dry)
-    return Shard(cfg, sl, run_len, placement, specs, arena, tensors, where, amax)
+    specs, arena, tensors, where = place_shard(wf, cfg, size, rank, run_len, hw, placement, dry, speeds)
+    return Shard(cfg, sl, run_len, placement, specs, arena, tensors, where, amax, hw)
 
 
 def make_meter(spec: RunSpec, sh: Shard, clock) -> Meter:
-    return Meter(spec.chip, clock, {s.key: s.shape for s in sh.specs if s.category == "weights"}, sh.where,
+    return Meter(sh.hw, clock, {s.key: s.shape for s in sh.specs if s.category == "weights"}, sh.where,
                  spec.dry_run)
 
 
@@ -198,8 +135,10 @@ def chip_summary(spec: RunSpec, sh: Shard, clock, rank: int, allreduce_calls: in
                               offchip_bytes=c["bytes"]["offchip"], link_bytes=c["bytes"]["link"])
     busy = sum(v for k, v in clock.cycles.items() if k != "idle")
     sl, tensors = sh.sl, sh.tensors
-    return dict(rank=rank, **where_this_runs(),
-                onchip_capacity_bytes=spec.chip.onchip_capacity_bytes, onchip_used_bytes=sh.arena.used,
+    gemm = not isinstance(sh.cfg, LlamaConfig)
+    return dict(rank=rank, **where_this_runs(), hw=sh.hw.name, freq_hz=sh.hw.compute.freq_hz,
+                throughput_macs_per_s=costs.throughput_macs_per_s(sh.hw, gemm),
+                onchip_capacity_bytes=sh.hw.onchip_capacity_bytes, onchip_used_bytes=sh.arena.used,
                 onchip_used_by_category=dict(sh.arena.used_by), weight_bytes=sh.weight_bytes,
                 weight_bytes_by_place=weight_bytes_by_place(sh.specs, sh.where),
                 kv_cache_bytes=int(tensors["kv_cache"].nbytes) if "kv_cache" in tensors else 0,
@@ -220,7 +159,8 @@ def merge(spec: RunSpec, sh: Shard, run: dict, parts: list, traces=None) -> dict
                 phases=run["phases"], output_first_position=run["first_pos"],
                 output_scale=run["out_scale"], token_ids=run["gen"], inputs=run["inputs"],
                 host_step_s=run["step_s"], dry_run=spec.dry_run, traces=traces,
-                freq_hz=spec.chip.compute.freq_hz, l3_device_pj_per_byte=spec.chip.energy.l3_device_pj_per_byte,
+                freq_hz=spec.ref_hz, l3_device_pj_per_byte=[spec.hw_of(r).energy.l3_device_pj_per_byte
+                                                             for r in range(len(parts))],
                 output_sha256=hashlib.sha256(np.ascontiguousarray(out).astype("<i2").tobytes()).hexdigest())
 
 
@@ -241,7 +181,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     # a dry run needs no weights file; given one (a converted model), its config is the model
     wf = WeightsFile(spec.weights, expect=spec.cfg) if spec.weights else None
     sh = load_shard(spec, rank, size, wf, fail)
-    clock = ChipClock(spec.chip, spec.topology, rank)
+    clock = ChipClock(sh.hw, spec.topology, rank, spec.ref_hz, spec.links)
     if spec.trace:
         clock.trace = []
     meter = make_meter(spec, sh, clock)
@@ -308,30 +248,13 @@ def llama_logit_scale(amax) -> float:
     return scale_for(amax["logits"], 16)
 
 
-@contextlib.contextmanager
-def _all_cores_while_others_wait(t):
-    """Rank 0 making the weights (the float calibration's products) with BLAS on every core,
-    while the other ranks wait (they run one BLAS thread each: see __main__); the calibrated
-    values do not depend on the thread count (tests/test_golden.py)."""
-    from .numerics.blas import blas_threads, chosen
-    before = None if t is None or t.size == 1 or chosen() else blas_threads()
-    if before is not None:
-        blas_threads(os.cpu_count() or 1)
-    try:
-        yield
-    finally:
-        if before is not None:
-            blas_threads(before)
-
-
 def ensure_weights(cfg, seed: int, t=None) -> str:
     """The cached default weights file, made on first use (by rank 0 under MPI)."""
     from .files.weights import cached_default_weights, default_weights_path
     import sys
     path = default_weights_path(cfg, seed)
     if t is None or t.rank == 0:
-        with _all_cores_while_others_wait(t):
-            path = cached_default_weights(cfg, seed, log=lambda m: print(m, file=sys.stderr, flush=True))
+        path = cached_default_weights(cfg, seed, log=lambda m: print(m, file=sys.stderr, flush=True))
     if t is not None:
         t.barrier()
     return str(path)

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from .chip import RunSpec, Shard, chip_summary, drive, load_shard, make_meter, make_model, merge
+from .cluster import chip_key, link_key
 from .comm.schedule import compile_allreduce
 from .config import LlamaConfig
 from .hardware import costs
@@ -36,8 +37,8 @@ class _Recorder:
 
     trace = None
 
-    def __init__(self, hw, fetches: dict):
-        self.costs = costs.Table(hw)
+    def __init__(self, hw, fetches: dict, ref_hz: float):
+        self.costs = costs.Table(hw, ref_hz)
         self.rows, self.events, self._row = [], [], [0] * len(ZERO)
         self._fetches = {k + " rows" for k in fetches}     # the Meter's label of a row fetch
 
@@ -157,12 +158,12 @@ def _record(spec: RunSpec, sh: Shard, fetches: dict, kind: tuple, size: int):
     """One chip's program: (recorder, drive()'s result, all-reduce calls). A program depends on
     the chip's hardware, its kind, the run's settings and which chip recorded it, never on the
     topology or the all-reduce algorithm: a sweep over those records each kind once."""
-    key = (repr(spec.chip), sh.cfg, kind, size, sh.sl.rank, sh.placement, spec.payload, spec.prefill,
+    key = (repr(sh.hw), spec.ref_hz, sh.cfg, kind, size, sh.sl.rank, sh.placement, spec.payload, spec.prefill,
            None if spec.prompt_ids is None else tuple(spec.prompt_ids), spec.gen_tokens, spec.seq_len,
            spec.input_seed, tuple(sorted(fetches.items())))
     hit = _PROGRAMS.get(key)
     if hit is None:
-        rec = _Recorder(spec.chip, fetches)
+        rec = _Recorder(sh.hw, fetches, spec.ref_hz)
         sync = _Sync(rec)
         meter = make_meter(spec, sh, rec)
         model = make_model(spec, sh, sync, meter)
@@ -176,10 +177,13 @@ def _record(spec: RunSpec, sh: Shard, fetches: dict, kind: tuple, size: int):
     return rec, dict(run, gen=list(run["gen"]), inputs=list(run["inputs"])), calls
 
 
-def _kind(mod, cfg, sl, specs) -> tuple:
+def _kind(mod, cfg, sl, specs, hw, link) -> tuple:
     """Chips of one kind do the same work, but for the fetches of input rows (mod.input_fetches):
-    same slice sizes and buffer shapes, hence the same places (placement is a function of shapes)."""
-    return mod.work_class(cfg, sl), tuple((s.key, tuple(s.shape), s.dtype, s.category) for s in specs)
+    the same chip (its parameters, hence its costs and memories; its link values), the same
+    slice sizes and buffer shapes, hence the same places (placement is a function of shapes
+    and memories)."""
+    return (mod.work_class(cfg, sl), tuple((s.key, tuple(s.shape), s.dtype, s.category) for s in specs),
+            chip_key(hw), link_key(link))
 
 
 def _fetch_row(table: costs.Table, sh: Shard, fetches: dict) -> tuple:
@@ -197,18 +201,23 @@ def run_dry(spec: RunSpec, size: int) -> dict:
     first = load_shard(spec, 0, size, None)                 # checks the run, chooses the placement
     cfg = first.cfg
     inputs = prompt_of(spec) if isinstance(cfg, LlamaConfig) else encoder_inputs(cfg, spec)
-    slices, specs = plan(cfg, size), chip_specs(cfg, size, first.run_len)
+    speeds = spec.speeds(cfg, size)
+    slices, specs = plan(cfg, size, speeds), chip_specs(cfg, size, first.run_len, speeds)
     mod = llama if isinstance(cfg, LlamaConfig) else mobilebert
-    table = costs.Table(spec.chip)
+    tables = {}                                             # chip_key -> its costs.Table
     kinds, of, shards, fix = {}, [], [], {}
     for r in range(size):
-        k = _kind(mod, cfg, slices[r], specs[r])
+        hw = spec.hw_of(r)
+        k = _kind(mod, cfg, slices[r], specs[r], hw, None if spec.links is None else spec.links[r])
+        if k[2] not in tables:
+            tables[k[2]] = costs.Table(hw, spec.ref_hz)
+        table = tables[k[2]]
         fetches = mod.input_fetches(cfg, slices[r], inputs)
         if k not in kinds:                                  # its shard placed, its program recorded
             sh = first if r == 0 else load_shard(spec, r, size, None)
             kinds[k] = (sh, _fetch_row(table, sh, fetches)) + _record(spec, sh, fetches, k, size)
         else:                                               # the same placement: only its slice differs
-            sh = dataclasses.replace(kinds[k][0], sl=slices[r], specs=specs[r])
+            sh = dataclasses.replace(kinds[k][0], sl=slices[r], specs=specs[r], hw=hw)
             mine = _fetch_row(table, sh, fetches)
             if mine != kinds[k][1]:                         # its fetches in place of the recorded chip's
                 fix[r] = tuple(a - b for a, b in zip(mine, kinds[k][1]))
@@ -220,7 +229,7 @@ def run_dry(spec: RunSpec, size: int) -> dict:
     if any(p[0].events != events for p in programs):
         raise RuntimeError("dry run: chips of different kinds disagree on their all-reduces")
     ranks = {k: [r for r in range(size) if of[r] == k] for k in kinds}
-    cs = ClockSet([spec.chip] * size, spec.topology)
+    cs = ClockSet(spec.hws(size), spec.topology, spec.ref_hz, spec.links)
     for r, row in fix.items():                              # charged before the first all-reduce
         cs.charge([r], row)
     topo = spec.topology

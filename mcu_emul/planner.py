@@ -34,7 +34,7 @@ FIGURES = {"model": {"latency_ms": "latency_ms", "energy_mj": "energy_mj"},
            "blocks": {"latency_ms": "blocks_latency_ms", "energy_mj": "blocks_energy_mj"}}
 # run options the planner sets itself for every point
 OWNED = ("chips", "allreduce", "placement", "topology", "payload", "dry_run", "json", "trace", "save_logits",
-         "check_float", "progress", "fail_rank", "fail_at", "weights", "seed", "prompt")
+         "check_float", "progress", "fail_rank", "fail_at", "weights", "seed", "prompt", "cluster")
 # figures that make two rows the same point (then only the first is shown and on the front)
 SAME_KEYS = ("placement", "latency_ms", "energy_mj", "blocks_latency_ms", "blocks_energy_mj",
              "offchip_memory_energy_mj", "link_bytes_per_token", "offchip_bytes_per_token")

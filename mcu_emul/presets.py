@@ -83,3 +83,17 @@ def hardware(hw: str, topology: str, preset: str, sets: list[str], values: dict 
         chip, topo = with_values(chip, topo, p["fitted"], f"{p['path']} [fitted]")
     chip, topo = with_overrides(chip, topo, sets)
     return with_values(chip, topo, values or {}, "overrides")
+
+
+def other_chip(hw: str, topo, preset: str, sets: list[str], values: dict | None = None):
+    """A chip of another hardware file than the run's (a mixed cluster's): its file, the
+    preset's values only if the preset was fitted for that file, then --set and overrides
+    (their link values are the run's topology's, applied there)."""
+    chip = load_chip(hw)
+    if preset != "none":
+        p = load_preset(preset)
+        if _same_file(table_path("hw", p["hw"]), table_path("hw", hw)):
+            chip, _ = with_values(chip, topo, p.get("structure", {}), f"{p['path']} [structure]")
+            chip, _ = with_values(chip, topo, p["fitted"], f"{p['path']} [fitted]")
+    chip, _ = with_overrides(chip, topo, sets)
+    return with_values(chip, topo, values or {}, "overrides")[0]

@@ -277,6 +277,47 @@ CASES = [
     ("config-bool", ["run", "--config", "{config_bool}"], ["config_bool.toml", "dry_run must be true or false"]),
     ("convert-calib-ids-vocab", ["convert", "--from", "llama2c", "{l2c_victim}", "--out", "{dir}/c.h5",
                                  "--calib-ids", "1,99999"], ["--calib-ids", "99999"]),
+    # --- cluster descriptions (--cluster) and --split ----------------------------------------
+    ("cluster-unknown", ["run", *DRY, "--cluster", "nope"], ["unknown cluster description 'nope'", "mixed-clock"]),
+    ("cluster-garbage-toml", ["run", *DRY, "--cluster", "{cl_garbage}"], ["cl_garbage.toml", "not valid TOML"]),
+    ("cluster-unknown-key", ["run", *DRY, "--cluster", "{cl_unknown_key}"],
+     ["cl_unknown_key.toml", "unknown key(s) colour"]),
+    ("cluster-entry-unknown-key", ["run", *DRY, "--cluster", "{cl_entry_key}"], ["ranks 0-7", "unknown key 'speed'"]),
+    ("cluster-unknown-param", ["run", *DRY, "--cluster", "{cl_param}"],
+     ["ranks 4-7", "compute.cores", "unknown key 'cores'"]),
+    ("cluster-bad-units", ["run", *DRY, "--cluster", "{cl_units}"], ["ranks 4-7", "unknown key 'freq_mhz'"]),
+    ("cluster-clock-text", ["run", *DRY, "--cluster", "{cl_clock_text}"],
+     ["ranks 4-7", "freq_hz must be a number", "'fast'"]),
+    ("cluster-clock-zero", ["run", *DRY, "--cluster", "{cl_clock_zero}"],
+     ["ranks 4-7", "freq_hz must be >= 1000", "0"]),
+    ("cluster-clock-negative", ["run", *DRY, "--cluster", "{cl_clock_neg}"], ["ranks 4-7", "freq_hz", "-180000000.0"]),
+    ("cluster-memory-fraction", ["run", *DRY, "--cluster", "{cl_memory}"],
+     ["ranks 4-7", "l2_bytes must be an integer"]),
+    ("cluster-overlap", ["run", *DRY, "--cluster", "{cl_overlap}"], ["chip 3 is described twice", "'0-3'", "'3-7'"]),
+    ("cluster-missing-chips", ["run", *DRY, "--cluster", "{cl_missing}"], ["chip(s) 2, 6-7 of 8 not described"]),
+    ("cluster-range-outside", ["run", *DRY, "--cluster", "{cl_outside}"], ["ranks '4-9'", "outside", "0..7"]),
+    ("cluster-range-text", ["run", *DRY, "--cluster", "{cl_ranks_text}"],
+     ["ranks must be a chip number or a range", "'a-b'"]),
+    ("cluster-no-ranks", ["run", *DRY, "--cluster", "{cl_no_ranks}"], ["[[chip]] 2", "missing key ranks"]),
+    ("cluster-chips-zero", ["run", *DRY, "--cluster", "{cl_chips_zero}"], ["chips must be an integer from 1", "0"]),
+    ("cluster-chip-not-table", ["run", *DRY, "--cluster", "{cl_chip_int}"], ["chip must be an array of tables"]),
+    ("cluster-link-structure", ["run", *DRY, "--cluster", "{cl_link_groups}"], ["link.upper_bandwidth_factor",
+                                                                                "the topology's"]),
+    ("cluster-link-bad-value", ["run", *DRY, "--cluster", "{cl_link_bw}"], ["link.link_bytes_per_s", "must be >= 1000"]),
+    ("cluster-hw-unknown", ["run", *DRY, "--cluster", "{cl_hw}"], ["cl_hw.toml [[chip]] ranks 4-7",
+                                                                  "unknown hw description 'cortex-m4'"]),
+    ("cluster-vs-chips", ["run", *DRY, "--cluster", "mixed-clock", "--chips", "4"],
+     ["--cluster mixed-clock describes 8 chips", "--chips 4"]),
+    ("cluster-and-set", ["run", *DRY, "--chips", "8", "--cluster", "mixed-clock", "--set", "compute.freq_hz=3e8"],
+     ["ranks 0-3", "sets compute.freq_hz, and so does --set"]),
+    ("cluster-json-is-cluster", ["run", *DRY, "--cluster", "{cl_victim}", "--json", "{cl_victim}"],
+     ["is also the input --cluster"]),
+    ("split-unknown", ["run", *DRY, "--split", "fastest"], ["--split", "'fastest'"]),
+    ("split-too-slow-for-a-head", ["run", *DRY, "--cluster", "{cl_quarter}", "--split", "by-speed"],
+     ["--split by-speed: chip 3 is too slow to get one of the 8 KV heads", "< 0.5"]),
+    ("split-by-speed-over-capacity", ["run", "--model", "tinyllama-42m", "--dry-run", "--cluster", "mixed-clock",
+                                      "--split", "by-speed", "--placement", "stationary"],
+     ["does not fit stationary on 8 chip(s): chip 0 needs", "over its on-chip capacity", "--split balanced"]),
 ]
 
 
@@ -352,6 +393,29 @@ def bad(tiny_weights, tmp_path_factory):
     p["topo_group_str"] = _toml(d, "topo_group_str", sub(topo, "group_sizes = [4]", 'group_sizes = "4"'))
     p["topo_ports"] = _toml(d, "topo_ports", sub(topo, 'link_ports = "per_peer"', 'link_ports = "bus"'))
     p["topo_bw"] = _toml(d, "topo_bw", sub(topo, "link_bytes_per_s = 2.0e9", "link_bytes_per_s = 0.0"))
+    cl = DATA.joinpath("clusters/mixed-clock.toml").read_text()
+    p["cl_garbage"] = _toml(d, "cl_garbage", "chips = = 8\n[[[")
+    p["cl_unknown_key"] = _toml(d, "cl_unknown_key", 'colour = "blue"\n' + cl)
+    p["cl_entry_key"] = _toml(d, "cl_entry_key", 'chips = 8\n[[chip]]\nranks = "0-7"\nspeed = 2\n')
+    p["cl_param"] = _toml(d, "cl_param", sub(cl, "compute.freq_hz = 1.8e8", "compute.cores = 4"))
+    p["cl_units"] = _toml(d, "cl_units", sub(cl, "compute.freq_hz = 1.8e8", "compute.freq_mhz = 180"))
+    p["cl_clock_text"] = _toml(d, "cl_clock_text", sub(cl, "compute.freq_hz = 1.8e8", 'compute.freq_hz = "fast"'))
+    p["cl_clock_zero"] = _toml(d, "cl_clock_zero", sub(cl, "compute.freq_hz = 1.8e8", "compute.freq_hz = 0"))
+    p["cl_clock_neg"] = _toml(d, "cl_clock_neg", sub(cl, "compute.freq_hz = 1.8e8", "compute.freq_hz = -1.8e8"))
+    p["cl_memory"] = _toml(d, "cl_memory", sub(cl, "compute.freq_hz = 1.8e8", "memory.l2_bytes = 1500000.5"))
+    p["cl_overlap"] = _toml(d, "cl_overlap", sub(cl, 'ranks = "4-7"', 'ranks = "3-7"'))
+    p["cl_missing"] = _toml(d, "cl_missing", 'chips = 8\n[[chip]]\nranks = "0-1"\n[[chip]]\nranks = "3-5"\n')
+    p["cl_outside"] = _toml(d, "cl_outside", sub(cl, 'ranks = "4-7"', 'ranks = "4-9"'))
+    p["cl_ranks_text"] = _toml(d, "cl_ranks_text", sub(cl, 'ranks = "4-7"', 'ranks = "a-b"'))
+    p["cl_no_ranks"] = _toml(d, "cl_no_ranks", sub(cl, 'ranks = "4-7"', ''))
+    p["cl_chips_zero"] = _toml(d, "cl_chips_zero", sub(cl, "chips = 8", "chips = 0"))
+    p["cl_chip_int"] = _toml(d, "cl_chip_int", "chips = 8\nchip = 3\n")
+    p["cl_link_groups"] = _toml(d, "cl_link_groups", sub(cl, "compute.freq_hz = 1.8e8", "link.upper_bandwidth_factor = 0.1"))
+    p["cl_link_bw"] = _toml(d, "cl_link_bw", sub(cl, "compute.freq_hz = 1.8e8", "link.link_bytes_per_s = 0.0"))
+    p["cl_hw"] = _toml(d, "cl_hw", sub(cl, 'ranks = "4-7"', 'ranks = "4-7"\nhw = "cortex-m4"'))
+    p["cl_victim"] = _toml(d, "cl_victim", cl)
+    p["cl_quarter"] = _toml(d, "cl_quarter", 'chips = 8\n[[chip]]\nranks = "0-2"\n[[chip]]\nranks = 3\n'
+                            'compute.freq_hz = 9e7\n[[chip]]\nranks = "4-7"\n')
     head = 'hw = "siracusa"\ntopology = "siracusa-boards"\n'
     p["preset_unknown"] = _toml(d, "preset_unknown", head + '[fitted]\n"compute.cores" = 4\n')
     p["preset_text"] = _toml(d, "preset_text", head + '[fitted]\n"compute.freq_hz" = "fast"\n')
@@ -649,6 +713,8 @@ MPI_CASES = [
     ("mpi-chips-vs-world", ["--chips", "2"], ["--chips 2 differs from the MPI world size 4"]),
     ("mpi-nan-scale-one-rank", ["--weights", "{w_nan_last_rank}"], ["t/layers.0.w1.scale", "nan", "rank 3 of 4"]),
     ("mpi-json-collision", ["--weights", "{w_victim}", "--json", "{w_victim}"], ["is also the input --weights"]),
+    ("mpi-cluster-vs-world", ["--cluster", "mixed-clock"], ["--cluster mixed-clock describes 8 chips",
+                                                            "the MPI world size is 4"]),
 ]
 
 

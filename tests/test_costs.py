@@ -53,7 +53,7 @@ def test_clock_waits_for_slower_sender():
     a, b = ChipClock(CHIP, TOPO, 0), ChipClock(CHIP, TOPO, 1)
     a.charge(costs.Cost(compute=10_000))
     arrival, transfer = a.send(2048, 1)
-    ser, lat = costs.link_cycles(CHIP, TOPO, 2048, 0)
+    ser, lat = costs.link_cycles(CHIP.compute.freq_hz, TOPO, 2048, 0)
     assert (arrival, transfer) == (10_000 + ser + lat, ser + lat)
     assert a.now == 10_000                         # DMA-driven send: the sender goes on
     arrival2, _ = a.send(2048, 1)                  # the same link is busy: queued behind

@@ -1,7 +1,8 @@
 """Dry runs by replay (mcu_emul/dryrun.py) equal dry runs of run_chip on in-process chips that
 move every message: every per-chip counter, section, output and token, for every all-reduce
-algorithm, uneven splits, both payloads and prefills, streamed weights and MobileBERT inputs
-owned by different chips."""
+algorithm, uneven splits, both payloads and prefills, streamed weights, MobileBERT inputs
+owned by different chips, and mixed clusters (chips at other clocks, memories, engine rates,
+a slow link; balanced and by-speed splits)."""
 import dataclasses
 
 import numpy as np
@@ -11,11 +12,24 @@ from mcu_emul.chip import RunSpec, run_chip
 from mcu_emul.comm.collectives import messages_sent
 from mcu_emul.comm.schedule import SEND, compile_allreduce
 from mcu_emul.comm.virtual import run_virtual
-from mcu_emul.config import load_chip, load_topology
+from mcu_emul.cluster import Cluster
+from mcu_emul.config import load_chip, load_topology, with_values
 from mcu_emul.dryrun import replayable, run_dry, run_in_process
 
 HOST = {"host_step_s", "host_peak_rss_bytes"}          # host-side measurements, not emulated figures
 SPREAD = list(range(0, 30522, 30522 // 24))[:24]       # MobileBERT ids over every chip's vocabulary rows
+
+
+def mixed(n: int, chips: dict, links: dict | None = None) -> Cluster:
+    """A cluster of n Siracusa chips, chip r with the --set-style values chips[r], and chip r's
+    link values links[r] ({"link.link_bytes_per_s": ...})."""
+    base, topo = load_chip(), load_topology()
+    hws = [with_values(base, topo, chips.get(r, {}))[0] for r in range(n)]
+    tops = None if not links else tuple(with_values(base, topo, links.get(r, {}))[1] for r in range(n))
+    return Cluster("test", "", tuple(hws), tops)
+
+
+HALF = {"compute.freq_hz": 1.8e8}
 
 CASES = {
     "llama-1": ("tinyllama-tiny", 1, {}, dict(gen_tokens=3)),
@@ -39,6 +53,25 @@ CASES = {
     "bert-tiny-3-spread": ("mobilebert-tiny", 3, {}, dict(seq_len=24, prompt_ids=list(range(0, 256, 11))[:24])),
     "bert-4-spread": ("mobilebert", 4, {}, dict(seq_len=24, prompt_ids=SPREAD)),
     "bert-3-seeded": ("mobilebert", 3, {}, dict(seq_len=16)),
+    # mixed clusters
+    "mixed-4-balanced": ("tinyllama-tiny", 4, {}, dict(gen_tokens=3, cluster=mixed(4, {2: HALF, 3: HALF}))),
+    "mixed-4-by-speed": ("tinyllama-tiny", 4, {}, dict(gen_tokens=3, cluster=mixed(4, {2: HALF, 3: HALF}),
+                                                       split="by-speed")),
+    "straggler-8-ring-token": ("tinyllama-tiny", 8, {}, dict(gen_tokens=3, allreduce="ring", prefill="token",
+                                                             prompt_ids=[1, 2],
+                                                             cluster=mixed(8, {3: {"compute.freq_hz": 9e7}}))),
+    "slow-link-5-tree": ("tinyllama-tiny", 5, dict(group_sizes=(2,), top_algorithm="tree"),
+                         dict(gen_tokens=3, cluster=mixed(5, {}, {2: {"link.link_bytes_per_s": 2e6,
+                                                                       "link.link_latency_s": 2e-5}}))),
+    "gqa-4-engine-less-by-speed": ("tinyllama-tiny-gqa", 4, {}, dict(
+        gen_tokens=3, split="by-speed", cluster=mixed(4, {0: {"compute.engine_gemv_macs_per_cycle": 72.0},
+                                                          1: {"memory.weight_mem_bytes": 0,
+                                                              "compute.cluster_gemv_macs_per_cycle": 24.0}}))),
+    "bert-tiny-3-by-speed-spread": ("mobilebert-tiny", 3, {}, dict(
+        seq_len=24, prompt_ids=list(range(0, 256, 11))[:24], split="by-speed",
+        cluster=mixed(3, {0: {"compute.freq_hz": 7.2e8, "power.idle_w": 0.01}, 2: HALF}))),
+    "42m-8-mixed-by-speed-stream": ("tinyllama-42m", 8, {}, dict(gen_tokens=2, split="by-speed",
+                                                                 cluster=mixed(8, {r: HALF for r in range(4, 8)}))),
 }
 
 

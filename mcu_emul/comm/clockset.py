@@ -32,17 +32,19 @@ ZERO = (0,) * WIDTH
 
 
 class ClockSet:
-    """Clocks of chips 0..n-1 with specs hws[r] on topology topo."""
+    """Clocks of chips 0..n-1 with specs hws[r] on topology topo, counting cycles of ref_hz
+    (default: the fastest chip's clock), with each rank's link values links[r] (None: topo's)."""
 
-    def __init__(self, hws: list, topo):
-        self.hws, self.topo, self.n = hws, topo, len(hws)
+    def __init__(self, hws: list, topo, ref_hz: float | None = None, links: tuple | None = None):
+        self.hws, self.topo, self.n, self.links = hws, topo, len(hws), links
+        self.ref_hz = ref_hz or max(hw.compute.freq_hz for hw in hws)
         self.state = [[0] * WIDTH for _ in hws]
         self.link_free = [{} for _ in hws]     # per chip: port -> cycle it is free again
         self.messages = [0] * self.n
         self.sections = [{} for _ in hws]      # per chip: name -> summed state row
         self._open = {}                        # section name -> stack of state snapshots
         self._bound = {}                       # Schedule -> its ops with this set's link costs
-        self._tables = {}                      # id(hw) -> costs.Table
+        self._tables = {}                      # id(hw) -> costs.Table (at ref_hz)
         self._memo = {}                        # (Schedule, clock offsets) -> each chip's outcome
 
     def charge(self, ranks, row):
@@ -72,9 +74,10 @@ class ClockSet:
         for kind, r, peer, n, m in sch.ops:
             hw = self.hws[r]
             if kind == SEND:
-                key = (id(hw), n, r, peer)
+                key = (n, r, peer)
                 if key not in links:
-                    ser, lat = costs.link_cycles(hw, topo, n, topo.level(r, peer))
+                    ends = () if self.links is None else (self.links[r], self.links[peer])
+                    ser, lat = costs.link_cycles(self.ref_hz, topo, n, topo.level(r, peer), ends)
                     links[key] = (ser, lat, peer if topo.link_ports == "per_peer" else 0)
                 ser, lat, port = links[key]
                 ops.append((SEND, r, m, ser, lat, port))
@@ -86,7 +89,7 @@ class ClockSet:
             else:
                 t = self._tables.get(id(hw))
                 if t is None:
-                    t = self._tables[id(hw)] = costs.Table(hw)
+                    t = self._tables[id(hw)] = costs.Table(hw, self.ref_hz)
                 c = t.elementwise(n)
                 ops.append((REDUCE, r, c.cycles, 0, 0, 0))
                 totals[r] = add_rows(totals[r], (0,) + cost_row(c)[1:])
@@ -165,7 +168,7 @@ class ClockSet:
 
     def clock(self, r: int) -> ChipClock:
         """A ChipClock holding chip r's final counters and sections (for the report)."""
-        clk = ChipClock(self.hws[r], self.topo, r)
+        clk = ChipClock(self.hws[r], self.topo, r, self.ref_hz, self.links)
         c = self.counters(r)
         clk.now, clk.cycles, clk.bytes = self.state[r][NOW], c["cycles"], c["bytes"]
         clk.macs, clk.engine_cycles = c["macs"], c["engine_cycles"]

@@ -13,6 +13,7 @@ import dataclasses
 from ..api import (DEFAULT_MODEL, DEFAULT_PRESET, MAX_CHIPS, MAX_SEED, PAYLOADS, SWEEP_SETS, RunOptions, execute,
                    summary_stream)
 from ..chip import PLACEMENTS, PREFILLS
+from ..runspec import SPLITS
 from ..comm.collectives import ALGORITHMS
 from ..config import MAX_CONTEXT, known_models, load_model, table_path
 from ..tomltext import parse_sets, toml_text
@@ -87,6 +88,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--allreduce", choices=ALGORITHMS, default="hierarchical")
     r.add_argument("--topology", default="siracusa-boards", help="data/topology NAME or a .toml path")
     r.add_argument("--hw", default="siracusa", help="data/hw NAME or a .toml path")
+    r.add_argument("--cluster", default=None, help="data/clusters NAME or a .toml path: each chip's own hardware "
+                   "(default: every chip is --hw)")
+    r.add_argument("--split", choices=SPLITS, default="balanced",
+                   help="equal shares (balanced, default) or in proportion to each chip's throughput (by-speed)")
     r.add_argument("--payload", choices=PAYLOADS, default="int32",
                    help="partial sums travel as exact int32 (default) or requantized int8")
     r.add_argument("--preset", default=DEFAULT_PRESET,
@@ -243,7 +248,8 @@ def cmd_sweep(a):
     ra = parser().parse_args(["run", *extra])                 # the same checks as `run` itself
     o = _run_options(ra)
     options = {k: getattr(o, k) for k in ("weights", "seed", "prompt_ids", "prompt", "gen_tokens", "seq_len", "topology",
-                                          "hw", "payload", "preset", "check_float") if getattr(o, k) != getattr(RunOptions, k, None)}
+                                          "hw", "cluster", "split", "payload", "preset", "check_float")
+               if getattr(o, k) != getattr(RunOptions, k, None)}
     if o.sets:
         options["overrides"] = parse_sets(o.sets)
     out = check_folder("--out", a.out)

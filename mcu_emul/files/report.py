@@ -47,7 +47,9 @@ def figures(res: dict, scope: str = "model", phase: str | None = None) -> dict:
     energy_mj = sum(c["energy_mj"] for c in chips) / steps
     cats = chips[0]["energy_mj_by_category"].keys()
     slow = max(chips, key=lambda c: c["cycles"])
-    l3_mj = sum(c["offchip_bytes"] for c in chips) * res["l3_device_pj_per_byte"] * 1e-9 / steps
+    pj = res["l3_device_pj_per_byte"]                  # per chip: a mixed cluster's may differ
+    l3_pj = sum(sum(c["offchip_bytes"] for c, q in zip(chips, pj) if q == p) * p for p in sorted(set(pj)))
+    l3_mj = l3_pj * 1e-9 / steps
     return {"latency_ms": latency_ms, "energy_mj": energy_mj, "edp_mj_ms": latency_ms * energy_mj,
             "offchip_memory_energy_mj": l3_mj,
             "latency_ms_by_category": {k: v / f * 1e3 / steps for k, v in slow["cycles_by_category"].items()},
@@ -79,6 +81,8 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
         "payload": spec.payload,
         "dry_run": bool(res.get("dry_run")),
         "hw": spec.chip.name,
+        "cluster": spec.cluster.name if spec.cluster is not None else None,
+        "split": spec.split,
         "freq_hz": res["freq_hz"],
         "latency_ms": fig["latency_ms"],
         "energy_mj": fig["energy_mj"],
@@ -104,7 +108,9 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
         "weight_bytes_total": int(sum(c["weight_bytes"] for c in chips)),
         "offchip_bytes": int(sum(c["offchip_bytes"] for c in chips)),
         "link_bytes": int(sum(c["link_bytes"] for c in chips)),
-        "per_chip": [{k: v for k, v in c.items() if k != "host_peak_rss_bytes"} for c in chips],
+        "per_chip": [{k: v for k, v in c.items() if k != "host_peak_rss_bytes"} | {"busy_share": _busy(c)}
+                     for c in chips],
+        "load_balance": load_balance(chips),
         "host_wall_time_s": round(wall_s, 3),
         "host_wall_time_per_step_s": round(res["host_step_s"], 4),
         # host memory by rank (in-process chips share one process): apart from the chips' results
@@ -113,6 +119,24 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
     if accuracy is not None:
         rep["accuracy"] = accuracy
     return rep
+
+
+def _busy(c: dict) -> float:
+    return c["busy_cycles"] / max(c["cycles"], 1)
+
+
+def load_balance(chips: list) -> dict:
+    """Who the others wait for: the chip with the most work of its own (compute, on-chip and
+    off-chip cycles, not links or waits: a straggler), its share of the run, and the share of
+    their time the other chips are idle (waiting for a slower chip beyond the transfers
+    themselves), over the whole run."""
+    def work(c):
+        return sum(c["cycles_by_category"][k] for k in ("compute", "onchip", "offchip"))
+    slowest = max(chips, key=lambda c: (work(c), -c["rank"]))
+    others = [c["idle_cycles"] / max(c["cycles"], 1) for c in chips if c is not slowest]
+    return {"slowest_rank": slowest["rank"], "slowest_work_share": work(slowest) / max(slowest["cycles"], 1),
+            "others_idle_share_mean": sum(others) / len(others) if others else 0.0,
+            "others_idle_share_max": max(others, default=0.0)}
 
 
 def summary(rep: dict) -> str:
@@ -125,15 +149,29 @@ def summary(rep: dict) -> str:
         lines.append(f"  output {rep['output_dtype']}{rep['output_shape']} sha256 {rep['output_sha256'][:16]}...")
     else:
         lines.append("  dry run: counters only (kernels stubbed, no arithmetic)")
+    mixed = rep.get("cluster") is not None or rep.get("split", "balanced") != "balanced"
+    if mixed:
+        lines.append(f"  cluster {rep['cluster'] or '(uniform)'}, split {rep['split']}: cycles count the fastest "
+                     f"clock ({rep['freq_hz'] / 1e6:.4g} MHz)")
     lines.append(f"  {'chip':>4} {'on-chip used':>13} {'weights B':>11} {'kv B':>8} {'off-chip B':>12} "
-                 f"{'link B':>10} {'cycles':>12} {'busy %':>7} {'energy mJ':>10}  energy split c/on/off/link/idle %")
+                 f"{'link B':>10} {'cycles':>12} {'busy %':>7} {'energy mJ':>10}  energy split c/on/off/link/idle %"
+                 + ("   MHz heads   ffn" if mixed else ""))
     for c in rep["per_chip"]:
         e = c["energy_mj_by_category"]
         tot = max(c["energy_mj"], 1e-30)
         split = "/".join(f"{100 * e[k] / tot:.0f}" for k in ("compute", "onchip", "offchip", "link", "idle"))
+        share = (f" {c['freq_hz'] / 1e6:>5.4g} {c['heads'][1] - c['heads'][0]:>5} {c['ffn'][1] - c['ffn'][0]:>5}"
+                 if mixed else "")
         lines.append(f"  {c['rank']:>4} {c['onchip_used_bytes']:>13,} {c['weight_bytes']:>11,} {c['kv_cache_bytes']:>8,} "
                      f"{c['offchip_bytes']:>12,} {c['link_bytes']:>10,} {c['cycles']:>12,} "
-                     f"{100 * c['busy_cycles'] / max(c['cycles'], 1):>6.1f}% {c['energy_mj']:>10.4f}  {split}")
+                     f"{100 * c['busy_cycles'] / max(c['cycles'], 1):>6.1f}% {c['energy_mj']:>10.4f}  "
+                     + (f"{split:<17}{share}" if mixed else split))
+    lb = rep["load_balance"]
+    if mixed and rep["chips"] > 1:
+        lines.append(f"  load balance: chip {lb['slowest_rank']} works longest "
+                     f"({100 * lb['slowest_work_share']:.1f}% of its time on its own kernels); the others are idle "
+                     f"{100 * lb['others_idle_share_mean']:.1f}% of their time on average "
+                     f"(at most {100 * lb['others_idle_share_max']:.1f}%), waiting for slower chips")
     b = rep["blocks"]
     pf = rep.get("prefill")
     if pf:

@@ -6,12 +6,15 @@ from __future__ import annotations
 from .outputs import write_json
 
 
-def chrome_trace(traces: list, freq_hz: float, meta: dict | None = None) -> dict:
-    """traces: per rank, the ChipClock event lists. Times in the trace are emulated microseconds."""
+def chrome_trace(traces: list, freq_hz: float, meta: dict | None = None, names: list | None = None) -> dict:
+    """traces: per rank, the ChipClock event lists (cycles of freq_hz, the run's reference
+    clock); names: each rank's track name (default "chip N"). Times in the trace are emulated
+    microseconds."""
     us = 1e6 / freq_hz
     ev = []
     for rank, events in enumerate(traces):
-        ev.append({"ph": "M", "name": "process_name", "pid": rank, "tid": 0, "args": {"name": f"chip {rank}"}})
+        name = names[rank] if names else f"chip {rank}"
+        ev.append({"ph": "M", "name": "process_name", "pid": rank, "tid": 0, "args": {"name": name}})
         ev.append({"ph": "M", "name": "process_sort_index", "pid": rank, "tid": 0, "args": {"sort_index": rank}})
         ev.append({"ph": "M", "name": "thread_name", "pid": rank, "tid": 0, "args": {"name": "emulated clock"}})
         for e in events:
@@ -36,5 +39,5 @@ def chrome_trace(traces: list, freq_hz: float, meta: dict | None = None) -> dict
     return {"traceEvents": ev + marks + sends, "displayTimeUnit": "ns", "otherData": meta or {}}
 
 
-def write_trace(path, traces: list, freq_hz: float, meta: dict | None = None):
-    write_json(path, chrome_trace(traces, freq_hz, meta), indent=None)
+def write_trace(path, traces: list, freq_hz: float, meta: dict | None = None, names: list | None = None):
+    write_json(path, chrome_trace(traces, freq_hz, meta, names), indent=None)

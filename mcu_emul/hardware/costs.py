@@ -4,11 +4,17 @@ A kernel's time is set by the slowest of its compute, its on-chip data movement 
 and, for a weight streamed from off-chip L3, the off-chip transfer (hidden behind compute when
 `l3_overlaps_compute`, else added). Cycles are integers so that every run, real or dry, adds
 up the same numbers.
+
+Chips of one cluster may run at different clocks. Their clocks then all count cycles of one
+reference clock (the fastest chip's; Table and ChipClock take it as `ref_hz`): a kernel's own
+cycles are scaled by ref_hz / its chip's clock, rounded up, and time-based costs (links, the
+off-chip memory) are the same time on every chip. With one clock the scaling is the identity.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from fractions import Fraction
 
 from ..config import ChipSpec, Topology
 
@@ -105,12 +111,37 @@ def row_fetch(hw: ChipSpec, nbytes: int, where) -> Cost:
     return Cost(onchip=dma, onchip_bytes=nbytes)
 
 
-def link_cycles(hw: ChipSpec, topo: Topology, nbytes: int, level: int) -> tuple[int, int]:
-    """(serialization cycles at the sender, latency cycles) of one message on a `level` link."""
-    bw = topo.link_bytes_per_s * (topo.upper_bandwidth_factor if level > 0 else 1.0)
-    lat = topo.link_latency_s * (topo.upper_latency_factor if level > 0 else 1.0)
-    f = hw.compute.freq_hz
-    return _ceil(nbytes * f / bw), _ceil(lat * f)
+def link_cycles(hz: float, topo: Topology, nbytes: int, level: int, ends: tuple = ()) -> tuple[int, int]:
+    """(serialization cycles at the sender, latency cycles at clock hz) of one message on a
+    `level` link of topology topo. ends: the two chips' own link values (a cluster's per-chip
+    link overrides; objects with link_bytes_per_s and link_latency_s): the link then runs at
+    the slower end's bandwidth and the longer latency."""
+    bw, lat0 = topo.link_bytes_per_s, topo.link_latency_s
+    if ends:
+        bw, lat0 = min(e.link_bytes_per_s for e in ends), max(e.link_latency_s for e in ends)
+    bw *= topo.upper_bandwidth_factor if level > 0 else 1.0
+    lat = lat0 * (topo.upper_latency_factor if level > 0 else 1.0)
+    return _ceil(nbytes * hz / bw), _ceil(lat * hz)
+
+
+def throughput_macs_per_s(hw: ChipSpec, gemm: bool) -> float:
+    """A chip's weight-kernel throughput, the measure --split by-speed shares work by: its clock
+    times the MAC rate of the unit that runs its stationary weights (the neural engine when it
+    has a weight memory, else the cluster), at the GEMV rate (decode) or the GEMM rate (encode)."""
+    c = hw.compute
+    if hw.memory.weight_mem_bytes > 0:
+        rate = c.engine_gemm_macs_per_cycle if gemm else c.engine_gemv_macs_per_cycle
+    else:
+        rate = c.cluster_gemm_macs_per_cycle if gemm else c.cluster_gemv_macs_per_cycle
+    return c.freq_hz * rate
+
+
+def scaled(c: Cost, ratio: Fraction) -> Cost:
+    """A Cost in cycles of a faster reference clock (ratio = reference / own clock > 1):
+    every cycle count scaled and rounded up, bytes and MACs unchanged."""
+    def up(x):
+        return -(-x * ratio.numerator // ratio.denominator)
+    return Cost(up(c.compute), up(c.onchip), up(c.offchip), c.onchip_bytes, c.offchip_bytes, c.macs, up(c.engine))
 
 
 class Table:
@@ -118,15 +149,18 @@ class Table:
     are pure functions of (hw, shapes) and a run asks for the same few shapes thousands of
     times; the specs are not hashable (their `origin` tables), so the memo is per chip."""
 
-    def __init__(self, hw: ChipSpec):
+    def __init__(self, hw: ChipSpec, ref_hz: float | None = None):
         self.hw = hw
         self._memo = {}
+        f = hw.compute.freq_hz
+        self.ratio = None if ref_hz is None or ref_hz == f else Fraction(ref_hz) / Fraction(f)
 
     def _get(self, fn, *args) -> Cost:
         key = (fn, *args)
         c = self._memo.get(key)
         if c is None:
-            c = self._memo[key] = fn(self.hw, *args)
+            c = fn(self.hw, *args)
+            c = self._memo[key] = c if self.ratio is None else scaled(c, self.ratio)
         return c
 
     def matmul(self, m: int, n: int, k: int, where) -> Cost:
@@ -145,8 +179,10 @@ class Table:
 CATEGORIES = ("compute", "onchip", "offchip", "link", "idle")
 
 
-def energy_mj(hw: ChipSpec, topo: Topology, cycles: dict, nbytes: dict, engine_cycles: int = 0) -> dict:
-    """Energy by category (mJ) from a chip's cycle and byte counters.
+def energy_mj(hw: ChipSpec, topo: Topology, cycles: dict, nbytes: dict, engine_cycles: int = 0,
+              hz: float | None = None) -> dict:
+    """Energy by category (mJ) from a chip's cycle and byte counters (cycles of clock hz:
+    the reference clock of a mixed cluster, else the chip's own).
 
     The chip's energy: compute time at the active power of the unit that ran it (cluster or
     neural engine); every stall (waiting on L2 DMA, on L3, on a link that the DMA drives, or on
@@ -154,7 +190,7 @@ def energy_mj(hw: ChipSpec, topo: Topology, cycles: dict, nbytes: dict, engine_c
     of L2 and link traffic. The off-chip memory device (HyperRAM and its board traces) is
     outside this scope: see offchip_memory_energy_mj.
     """
-    f, p, pi = hw.compute.freq_hz, hw.power, hw.power.idle_w
+    f, p, pi = hz or hw.compute.freq_hz, hw.power, hw.power.idle_w
     mj = 1e3
     compute_j = (p.cluster_active_w * (cycles["compute"] - engine_cycles) + p.engine_active_w * engine_cycles) / f
     return {

@@ -11,10 +11,17 @@ class ChipClock:
     per the topology) for its serialization time and arrives `latency` later, stamped with
     that arrival time. A receiver that is ahead of the data waits: the part of the wait that
     the transfer itself explains (serialization + latency) counts as link time, the rest as
-    idle (waiting for the sender to get there)."""
+    idle (waiting for the sender to get there).
 
-    def __init__(self, hw: ChipSpec, topo: Topology, rank: int):
-        self.hw, self.topo, self.rank = hw, topo, rank
+    The clock counts cycles of ref_hz (default: the chip's own clock): a mixed cluster's chips
+    all count the fastest chip's cycles, so that message times compare (costs.Table scales
+    this chip's kernel costs to it). links: every rank's link values (a cluster's per-chip link
+    overrides; None: `topo` for all), so that a message runs at the slower end's rate."""
+
+    def __init__(self, hw: ChipSpec, topo: Topology, rank: int, ref_hz: float | None = None,
+                 links: tuple | None = None):
+        self.hw, self.topo, self.rank, self.links = hw, topo, rank, links
+        self.ref_hz = ref_hz or hw.compute.freq_hz
         self.link_free = {}                    # port -> cycle at which it is free again
         self.trace = None                      # list of events when tracing (see trace.py)
         self._sent, self._recvd = {}, {}       # message sequence numbers per peer (flow ids)
@@ -24,7 +31,7 @@ class ChipClock:
         self.macs = 0
         self.engine_cycles = 0                 # compute cycles run on the neural engine
         self.sections = {}                     # name -> counters accumulated inside section(name)
-        self.costs = costs.Table(hw)           # this chip's kernel costs, memoized by shape
+        self.costs = costs.Table(hw, self.ref_hz)   # this chip's kernel costs, memoized by shape
         self._links = {}                       # (nbytes, dest) -> (serialization, latency, port)
 
     def charge(self, c: costs.Cost, name: str = "kernel"):
@@ -45,7 +52,8 @@ class ChipClock:
         """Queue a message on its link; returns (arrival time at dest, transfer cycles)."""
         link = self._links.get((nbytes, dest))
         if link is None:                       # a pure function of (size, peer): computed once
-            ser, lat = costs.link_cycles(self.hw, self.topo, nbytes, self.topo.level(self.rank, dest))
+            ends = () if self.links is None else (self.links[self.rank], self.links[dest])
+            ser, lat = costs.link_cycles(self.ref_hz, self.topo, nbytes, self.topo.level(self.rank, dest), ends)
             link = self._links[(nbytes, dest)] = (ser, lat, dest if self.topo.link_ports == "per_peer" else 0)
         ser, lat, port = link
         start = max(self.now, self.link_free.get(port, 0))
@@ -84,7 +92,8 @@ class ChipClock:
 
     def energy_mj(self, counters: dict | None = None) -> dict:
         c = counters or self.counters()
-        return costs.energy_mj(self.hw, self.topo, c["cycles"], c["bytes"], c["engine_cycles"])
+        own = self.topo if self.links is None else self.links[self.rank]        # its link's pJ per byte
+        return costs.energy_mj(self.hw, own, c["cycles"], c["bytes"], c["engine_cycles"], self.ref_hz)
 
 
 def flow_id(src: int, dst: int, seq: int) -> int:

@@ -1,5 +1,6 @@
 """Placement: what each chip stores and where (weight memory, L2, or off-chip L3), as pure
-arithmetic over tensor specs; then reading a chip's shard into its arena."""
+arithmetic over tensor specs; then reading a chip's shard into its arena. Each chip is
+bounded by its own memories (the chips of a mixed cluster may differ)."""
 from __future__ import annotations
 
 import functools
@@ -16,15 +17,17 @@ from ..models.partition import plan
 
 
 @functools.lru_cache(maxsize=64)
-def chip_specs(cfg: ModelConfig, n_chips: int, run_len: int) -> tuple[tuple[Spec, ...], ...]:
-    """Buffers of every chip (pure function of shapes). Every chip of an in-process run asks for
-    all of them (N^2 specs at N chips): computed once, and immutable (tuples of frozen Specs)."""
+def chip_specs(cfg: ModelConfig, n_chips: int, run_len: int,
+               speeds: tuple | None = None) -> tuple[tuple[Spec, ...], ...]:
+    """Buffers of every chip (pure function of shapes; speeds: partition.plan's). Every chip of
+    an in-process run asks for all of them (N^2 specs at N chips): computed once, and
+    immutable (tuples of frozen Specs)."""
     mod = llama if isinstance(cfg, LlamaConfig) else mobilebert
-    return tuple(tuple(mod.specs(cfg, sl, run_len)) for sl in plan(cfg, n_chips))
+    return tuple(tuple(mod.specs(cfg, sl, run_len)) for sl in plan(cfg, n_chips, speeds))
 
 
-def footprint(cfg: ModelConfig, n_chips: int, run_len: int) -> list[dict]:
-    return [totals(s) for s in chip_specs(cfg, n_chips, run_len)]
+def footprint(cfg: ModelConfig, n_chips: int, run_len: int, speeds: tuple | None = None) -> list[dict]:
+    return [totals(s) for s in chip_specs(cfg, n_chips, run_len, speeds)]
 
 
 def _placement_order(specs: list[Spec]) -> list[Spec]:
@@ -69,8 +72,10 @@ def fits_stationary(specs: list[Spec], chip) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _unfit_chips(cfg: ModelConfig, n_chips: int, run_len: int, mem) -> tuple:
-    return tuple(r for r, s in enumerate(chip_specs(cfg, n_chips, run_len)) if not fits_stationary(s, mem))
+def _unfit_chips(cfg: ModelConfig, n_chips: int, run_len: int, mems, speeds: tuple | None = None) -> tuple:
+    """The chips whose shard does not fit their memories (mems: one MemorySpec for all, or one per chip)."""
+    each = mems if isinstance(mems, tuple) else (mems,) * n_chips
+    return tuple(r for r, s in enumerate(chip_specs(cfg, n_chips, run_len, speeds)) if not fits_stationary(s, each[r]))
 
 
 def min_chips_fitting(cfg: ModelConfig, run_len: int, chip: ChipSpec) -> int | None:
@@ -80,33 +85,41 @@ def min_chips_fitting(cfg: ModelConfig, run_len: int, chip: ChipSpec) -> int | N
     return None
 
 
-def choose_placement(cfg, n_chips, run_len, chip: ChipSpec, placement) -> str:
-    """'stationary' or 'stream' for the whole run (same decision on every rank)."""
-    bad = _unfit_chips(cfg, n_chips, run_len, chip.memory)
+def choose_placement(cfg, n_chips, run_len, chip, placement, speeds: tuple | None = None) -> str:
+    """'stationary' or 'stream' for the whole run (same decision on every rank). chip: the
+    ChipSpec of every chip, or a sequence of one per chip (a mixed cluster)."""
+    chips = (chip,) * n_chips if isinstance(chip, ChipSpec) else tuple(chip)
+    mems = tuple(c.memory for c in chips)
+    bad = _unfit_chips(cfg, n_chips, run_len, mems[0] if len(set(mems)) == 1 else mems, speeds)
     if not bad:
         return "stationary"
-    fps = footprint(cfg, n_chips, run_len)
+    fps = footprint(cfg, n_chips, run_len, speeds)
     if placement == "stationary":
-        capacity = chip.onchip_capacity_bytes
         worst = max(bad, key=lambda r: sum(fps[r].values()))
+        mine = chips[worst]
+        capacity = mine.onchip_capacity_bytes
         need = sum(fps[worst].values())
-        best = min_chips_fitting(cfg, run_len, chip)
         parts = ", ".join(f"{k} {v:,}" for k, v in fps[worst].items())
-        hint = (f"the smallest chip count that fits is {best}" if best else
-                f"no chip count up to {cfg.max_chips} fits")
+        if len(set(mems)) == 1 and speeds is None:
+            best = min_chips_fitting(cfg, run_len, mine)
+            hint = (f"the smallest chip count that fits is {best}" if best else
+                    f"no chip count up to {cfg.max_chips} fits")
+        else:
+            hint = "give it more memory" + (" or use --split balanced" if speeds is not None else "")
         over = (f"{need - capacity:,} B over its on-chip capacity of {capacity:,} B" if need > capacity else
                 f"within its {capacity:,} B on-chip capacity in total, but not in its "
-                f"{chip.memory.l2_bytes:,} B L2 + {chip.memory.weight_mem_bytes:,} B weight memory split")
+                f"{mine.memory.l2_bytes:,} B L2 + {mine.memory.weight_mem_bytes:,} B weight memory split")
         raise CapacityError(
             f"model '{cfg.name}' does not fit stationary on {n_chips} chip(s): chip {worst} needs "
             f"{need:,} B ({parts}), {over}; {hint} (or use --placement stream)")
     return "stream"
 
 
-def place_shard(wf, cfg, size, rank, run_len, chip: ChipSpec, placement, dry: bool = False):
+def place_shard(wf, cfg, size, rank, run_len, chip: ChipSpec, placement, dry: bool = False,
+                speeds: tuple | None = None):
     """Read this chip's slices (hyperslabs) into its arena; weights that do not fit stay off chip
     (stream placement). Returns specs, arena, tensors and where each weight lives."""
-    specs = chip_specs(cfg, size, run_len)[rank]
+    specs = chip_specs(cfg, size, run_len, speeds)[rank]
     arena = Arena(chip.memory.l2_bytes, chip.memory.weight_mem_bytes, f"chip {rank}")
     tensors, where = {}, {}
     for s, buf, places in _pack(specs, arena, stream=placement != "stationary"):
