@@ -13,18 +13,22 @@ from ..errors import CapacityError
 from ..models.layout import Spec, totals
 from .memory import Arena, fmt_bytes
 from ..models.partition import plan
+from ..models.stages import max_chips, stage_specs, stages
 
 
 @functools.lru_cache(maxsize=64)
-def chip_specs(cfg: ModelConfig, n_chips: int, run_len: int) -> tuple[tuple[Spec, ...], ...]:
+def chip_specs(cfg: ModelConfig, n_chips: int, run_len: int, partition: str = "tensor") -> tuple[tuple[Spec, ...], ...]:
     """Buffers of every chip (pure function of shapes). Every chip of an in-process run asks for
-    all of them (N^2 specs at N chips): computed once, and immutable (tuples of frozen Specs)."""
+    all of them (N^2 specs at N chips): computed once, and immutable (tuples of frozen Specs).
+    partition "pipeline": whole layers per chip (models/stages.py)."""
+    if partition == "pipeline":
+        return tuple(tuple(stage_specs(cfg, st, run_len)) for st in stages(cfg, n_chips))
     mod = llama if isinstance(cfg, LlamaConfig) else mobilebert
     return tuple(tuple(mod.specs(cfg, sl, run_len)) for sl in plan(cfg, n_chips))
 
 
-def footprint(cfg: ModelConfig, n_chips: int, run_len: int) -> list[dict]:
-    return [totals(s) for s in chip_specs(cfg, n_chips, run_len)]
+def footprint(cfg: ModelConfig, n_chips: int, run_len: int, partition: str = "tensor") -> list[dict]:
+    return [totals(s) for s in chip_specs(cfg, n_chips, run_len, partition)]
 
 
 def _placement_order(specs: list[Spec]) -> list[Spec]:
@@ -69,31 +73,31 @@ def fits_stationary(specs: list[Spec], chip) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _unfit_chips(cfg: ModelConfig, n_chips: int, run_len: int, mem) -> tuple:
-    return tuple(r for r, s in enumerate(chip_specs(cfg, n_chips, run_len)) if not fits_stationary(s, mem))
+def _unfit_chips(cfg: ModelConfig, n_chips: int, run_len: int, mem, partition: str = "tensor") -> tuple:
+    return tuple(r for r, s in enumerate(chip_specs(cfg, n_chips, run_len, partition)) if not fits_stationary(s, mem))
 
 
-def min_chips_fitting(cfg: ModelConfig, run_len: int, chip: ChipSpec) -> int | None:
-    for n in range(1, cfg.max_chips + 1):
-        if not _unfit_chips(cfg, n, run_len, chip.memory):
+def min_chips_fitting(cfg: ModelConfig, run_len: int, chip: ChipSpec, partition: str = "tensor") -> int | None:
+    for n in range(1, max_chips(cfg, partition) + 1):
+        if not _unfit_chips(cfg, n, run_len, chip.memory, partition):
             return n
     return None
 
 
-def choose_placement(cfg, n_chips, run_len, chip: ChipSpec, placement) -> str:
+def choose_placement(cfg, n_chips, run_len, chip: ChipSpec, placement, partition: str = "tensor") -> str:
     """'stationary' or 'stream' for the whole run (same decision on every rank)."""
-    bad = _unfit_chips(cfg, n_chips, run_len, chip.memory)
+    bad = _unfit_chips(cfg, n_chips, run_len, chip.memory, partition)
     if not bad:
         return "stationary"
-    fps = footprint(cfg, n_chips, run_len)
+    fps = footprint(cfg, n_chips, run_len, partition)
     if placement == "stationary":
         capacity = chip.onchip_capacity_bytes
         worst = max(bad, key=lambda r: sum(fps[r].values()))
         need = sum(fps[worst].values())
-        best = min_chips_fitting(cfg, run_len, chip)
+        best = min_chips_fitting(cfg, run_len, chip, partition)
         parts = ", ".join(f"{k} {v:,}" for k, v in fps[worst].items())
         hint = (f"the smallest chip count that fits is {best}" if best else
-                f"no chip count up to {cfg.max_chips} fits")
+                f"no chip count up to {max_chips(cfg, partition)} fits")
         over = (f"{need - capacity:,} B over its on-chip capacity of {capacity:,} B" if need > capacity else
                 f"within its {capacity:,} B on-chip capacity in total, but not in its "
                 f"{chip.memory.l2_bytes:,} B L2 + {chip.memory.weight_mem_bytes:,} B weight memory split")
@@ -103,10 +107,11 @@ def choose_placement(cfg, n_chips, run_len, chip: ChipSpec, placement) -> str:
     return "stream"
 
 
-def place_shard(wf, cfg, size, rank, run_len, chip: ChipSpec, placement, dry: bool = False):
+def place_shard(wf, cfg, size, rank, run_len, chip: ChipSpec, placement, dry: bool = False,
+                partition: str = "tensor"):
     """Read this chip's slices (hyperslabs) into its arena; weights that do not fit stay off chip
     (stream placement). Returns specs, arena, tensors and where each weight lives."""
-    specs = chip_specs(cfg, size, run_len)[rank]
+    specs = chip_specs(cfg, size, run_len, partition)[rank]
     arena = Arena(chip.memory.l2_bytes, chip.memory.weight_mem_bytes, f"chip {rank}")
     tensors, where = {}, {}
     for s, buf, places in _pack(specs, arena, stream=placement != "stationary"):
