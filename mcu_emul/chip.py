@@ -50,6 +50,7 @@ class RunSpec:
     trace: bool = False
     progress: bool = False          # rank 0 shows decode steps with an ETA on a terminal
     prefill: str = "parallel"       # decode: the prompt in one pass, or "token" by token
+    partition: str = "tensor"       # heads/FFN split over chips (the paper's), or "pipeline": whole layers
 
 
 class InjectedFailure(RuntimeError):
@@ -232,6 +233,9 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     (hence every counter) are the real ones. (dryrun.py replays a dry run of in-process chips
     faster, to the same counters.)
     """
+    if spec.partition == "pipeline":
+        from .pipeline import run_stage
+        return run_stage(spec, t)
     rank, size = t.rank, t.size
 
     def fail(phase):

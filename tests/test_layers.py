@@ -6,7 +6,7 @@ PKG = Path(__file__).resolve().parent.parent / "mcu_emul"
 # bottom to top; a module may import from its own layer and the layers below
 LAYERS = ["base", "numerics", "models", "hardware", "comm", "files", "chip", "commands", "entry"]
 TOP = {"_version": "base", "errors": "base", "fields": "base", "config": "base", "tomltext": "base", "presets": "base",
-       "chip": "chip", "dryrun": "chip", "api": "commands", "planner": "commands",
+       "chip": "chip", "dryrun": "chip", "pipeline": "chip", "api": "commands", "planner": "commands",
        "__main__": "entry", "__init__": "entry", "testing": "entry"}
 
 
