@@ -148,6 +148,9 @@ def test_latency_per_token_is_the_last_chips_pass(models):
         cycles = [c["sections"][phase]["cycles"] for c in r.per_chip]
         assert max(cycles) == cycles[-1]
         assert fig == pytest.approx(last[phase]["cycles"] / f * 1e3 / steps, rel=1e-12)
+    busy = sum(c["sections"]["decode"]["cycles"] - c["sections"]["decode"]["cycles_by_category"]["idle"]
+               for c in r.per_chip)
+    assert busy == last["decode"]["cycles"]                  # one chip works at a time: the stages in turn
     blocks = sum(c["sections"]["decode.blocks"]["cycles"] for c in r.per_chip)
     assert r.blocks["latency_ms"] == pytest.approx(blocks / f * 1e3 / r.decode_tokens, rel=1e-12)
     assert r.blocks["latency_ms"] < r.latency_ms

@@ -3,7 +3,8 @@
 Chip c owns KV heads [h0, h1) (query heads rep*h0 .. rep*h1), FFN units [f0, f1) and vocab rows
 [v0, v1). Per block it produces int32 partial sums of W_o att and W_2 a; `sync.sum` adds them
 over chips (the block's two synchronizations). Int32 partial sums make any chip count
-bit-identical to one chip: requantization happens only after the sum.
+bit-identical to one chip: requantization happens only after the sum. A pipeline stage
+(pipeline.py) owns every head and unit of a range of layers, and the embedding or not.
 
 Numerics per token (scales from calibration, s_res one int16 scale for the residual stream):
   x int16 (dim) -> RMSNorm -> int8 -> Q/K/V int32 -> requant int8 -> RoPE (Q14) -> int8 KV cache

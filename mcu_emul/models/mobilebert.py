@@ -7,7 +7,8 @@ every stacked FFN and vocab rows [v0, v1). Synchronizations (int32 partial-sum a
   the hidden stream split by columns, travel as one buffer; (2) attention output; (3..) one per
   stacked FFN. The output bottleneck produces this chip's own hidden columns: no sync.
   So 2 + n_ffn = 6 per block for mobilebert-uncased, 145 per inference with the embedding.
-Residual streams (hidden and bottleneck) are int16; every matmul input is int8.
+Residual streams (hidden and bottleneck) are int16; every matmul input is int8. A pipeline
+stage (pipeline.py) owns every column, head and unit of a range of layers, and the embeddings or not.
 """
 from __future__ import annotations
 
