@@ -27,7 +27,8 @@ from .tomltext import toml_text
 from .errors import UserError
 from .files.outputs import check_paths, write_json
 from .files.report import Report
-from .models.partition import check_chips, plan
+from .models.partition import plan
+from .models.stages import PARTITIONS, check_chips_for
 from .presets import hardware
 
 DEFAULT_MODEL = "tinyllama-42m"
@@ -38,7 +39,8 @@ PAYLOADS = ("int32", "int8")
 # integer options and their ranges (README "Limits")
 INT_RANGES = {"chips": (1, MAX_CHIPS), "seed": (0, MAX_SEED), "gen_tokens": (1, MAX_CONTEXT),
               "seq_len": (1, MAX_CONTEXT), "fail_rank": (-1, MAX_CHIPS)}
-CHOICES = {"placement": PLACEMENTS, "allreduce": ALGORITHMS, "payload": PAYLOADS, "prefill": PREFILLS, "split": SPLITS}
+CHOICES = {"placement": PLACEMENTS, "allreduce": ALGORITHMS, "payload": PAYLOADS, "prefill": PREFILLS, "split": SPLITS,
+           "partition": PARTITIONS}
 # run options a sweep sets for every point itself (grid axes, per-point outputs)
 SWEEP_SETS = ("chips", "allreduce", "placement", "json", "trace", "save_logits")
 
@@ -74,6 +76,7 @@ class RunOptions:
     fail_at: str = ""
     prefill: str | None = None      # decode: "parallel" (default: the prompt in one pass) or "token"
     progress: bool = False          # decode steps with an ETA on stderr (rank 0)
+    partition: str = "tensor"       # "tensor" (heads/FFN split, the paper's) or "pipeline" (whole layers per chip)
 
     @classmethod
     def from_kwargs(cls, kw: dict) -> "RunOptions":
@@ -166,16 +169,20 @@ def resolve(o: RunOptions, transport):
     cluster = run_cluster(o.cluster, o.hw, chip, topo, o.preset, o.sets, o.overrides)
     chips = transport.size if transport is not None else (o.chips or (cluster.size if cluster else 1))
     same_count(o.cluster, cluster, chips, transport is not None)
-    check_chips(cfg, chips)
+    check_chips_for(cfg, chips, o.partition)
+    if o.partition == "pipeline":
+        from .pipeline import check_options
+        check_options(o.payload, o.allreduce)
     if o.fail_rank >= chips:
         raise UserError(f"--fail-rank {o.fail_rank}: there are only {chips} chips")
     spec = RunSpec(model=cfg.name, cfg=cfg, weights=o.weights or "", chip=chip, prompt_ids=prompt_ids,
                    gen_tokens=gen_tokens, seq_len=seq_len, placement=o.placement, allreduce=o.allreduce,
                    topology=topo, payload=o.payload, fail_rank=o.fail_rank, fail_at=o.fail_at, dry_run=o.dry_run,
                    trace=bool(o.trace), progress=o.progress, prefill=o.prefill or "parallel", cluster=cluster,
-                   split=o.split)
+                   split=o.split, partition=o.partition)
     validate_inputs(cfg, spec)
-    plan(cfg, chips, spec.speeds(cfg, chips))             # a by-speed split that cannot be made: refused here
+    if o.partition == "tensor":
+        plan(cfg, chips, spec.speeds(cfg, chips))         # a by-speed split that cannot be made: refused here
     return spec, chips, tok
 
 
@@ -291,7 +298,7 @@ def run(model: str | None = None, chips: int | None = None, *, comm=None, **opti
     raises on every rank (UserError with its message), instead of leaving the others hung.
     Options: `run`'s long options with underscores (gen_tokens, placement, allreduce,
     topology, hw, preset, weights, prompt_ids, prompt, seq_len, check_float, dry_run, payload,
-    json, trace, save_logits, seed) and overrides={"link.link_bytes_per_s": 4e8} for --set.
+    partition, json, trace, save_logits, seed) and overrides={"link.link_bytes_per_s": 4e8} for --set.
     """
     o = RunOptions.from_kwargs(dict(options, model=model, chips=chips))
     if comm is None and chips is None and mpi_launched():
@@ -347,7 +354,7 @@ def sweep(model: str = DEFAULT_MODEL, grid: dict | None = None, dry_run: bool = 
                                            dry_run=dry_run)) for p in pts]
     for o in checked:                                 # every point checked before the first runs
         cfg = load_model(o.model) if o.model else load_model(DEFAULT_MODEL)
-        check_chips(cfg, o.chips)
+        check_chips_for(cfg, o.chips, o.partition)
         chip, topo = hardware(o.hw, o.topology, o.preset, [], o.overrides)
         same_count(o.cluster, run_cluster(o.cluster, o.hw, chip, topo, o.preset, [], o.overrides), o.chips, False)
     out = []

@@ -172,6 +172,9 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     (hence every counter) are the real ones. (dryrun.py replays a dry run of in-process chips
     faster, to the same counters.)
     """
+    if spec.partition == "pipeline":
+        from .pipeline import run_stage
+        return run_stage(spec, t)
     rank, size = t.rank, t.size
 
     def fail(phase):

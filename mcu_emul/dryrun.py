@@ -253,8 +253,9 @@ def run_dry(spec: RunSpec, size: int) -> dict:
 
 
 def replayable(spec: RunSpec) -> bool:
-    """A dry run without a trace or an injected failure (those take run_chip's path)."""
-    return spec.dry_run and not spec.trace and spec.fail_rank < 0
+    """A dry run without a trace or an injected failure (those take run_chip's path), of the
+    tensor partition (a pipeline's dry run runs its stages on in-process chips)."""
+    return spec.dry_run and not spec.trace and spec.fail_rank < 0 and spec.partition == "tensor"
 
 
 def run_in_process(spec: RunSpec, size: int) -> dict:

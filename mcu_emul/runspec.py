@@ -35,6 +35,7 @@ class RunSpec:
     trace: bool = False
     progress: bool = False          # rank 0 shows decode steps with an ETA on a terminal
     prefill: str = "parallel"       # decode: the prompt in one pass, or "token" by token
+    partition: str = "tensor"       # heads/FFN split over chips (the paper's), or "pipeline": whole layers
     cluster: Cluster | None = None  # each rank's own chip (None: every rank is `chip`)
     split: str = "balanced"         # equal shares, or "by-speed": in proportion to throughput
 

@@ -7,7 +7,7 @@ PKG = Path(__file__).resolve().parent.parent / "mcu_emul"
 LAYERS = ["base", "numerics", "models", "hardware", "comm", "files", "chip", "commands", "entry"]
 TOP = {"_version": "base", "errors": "base", "fields": "base", "config": "base", "tomltext": "base", "presets": "base",
        "cluster": "base",
-       "chip": "chip", "runspec": "chip", "dryrun": "chip", "api": "commands", "planner": "commands",
+       "chip": "chip", "runspec": "chip", "dryrun": "chip", "pipeline": "chip", "api": "commands", "planner": "commands",
        "__main__": "entry", "__init__": "entry", "testing": "entry"}
 
 

@@ -19,6 +19,7 @@ from ..config import MAX_CONTEXT, known_models, load_model, table_path
 from ..tomltext import parse_sets, toml_text
 from ..errors import UserError
 from ..files.outputs import check_folder, check_paths
+from ..models.stages import PARTITIONS
 
 class Parser(argparse.ArgumentParser):
     """argparse whose errors are ours: one line `mcu_emul: error: ...`, exit 2 (no usage dump);
@@ -94,6 +95,9 @@ def parser() -> argparse.ArgumentParser:
                    help="equal shares (balanced, default) or in proportion to each chip's throughput (by-speed)")
     r.add_argument("--payload", choices=PAYLOADS, default="int32",
                    help="partial sums travel as exact int32 (default) or requantized int8")
+    r.add_argument("--partition", choices=PARTITIONS, default="tensor",
+                   help="how the model is split: heads and FFN slices of every layer (tensor, default: the paper's) "
+                        "or whole layers per chip, activations passed chip to chip (pipeline)")
     r.add_argument("--preset", default=DEFAULT_PRESET,
                    help=f"fitted parameter values from data/presets (default {DEFAULT_PRESET}; 'none' for the raw files)")
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -248,7 +252,7 @@ def cmd_sweep(a):
     ra = parser().parse_args(["run", *extra])                 # the same checks as `run` itself
     o = _run_options(ra)
     options = {k: getattr(o, k) for k in ("weights", "seed", "prompt_ids", "prompt", "gen_tokens", "seq_len", "topology",
-                                          "hw", "cluster", "split", "payload", "preset", "check_float")
+                                          "hw", "cluster", "split", "payload", "preset", "check_float", "partition")
                if getattr(o, k) != getattr(RunOptions, k, None)}
     if o.sets:
         options["overrides"] = parse_sets(o.sets)

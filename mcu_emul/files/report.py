@@ -33,7 +33,8 @@ def figures(res: dict, scope: str = "model", phase: str | None = None) -> dict:
     or of the whole prompt pass (phase "prefill": the time to first token).
 
     scope "model": embedding to logits; "blocks": the Transformer blocks only (their kernels,
-    waits and all-reduces), the scope of the paper's figures."""
+    waits and all-reduces), the scope of the paper's figures. A pipeline's blocks are the sum of
+    its chips' block sections: a token visits the stages in turn (pipeline.py)."""
     f = res["freq_hz"]
     phase = phase or figure_phase(res)
     if phase is None:
@@ -43,6 +44,8 @@ def figures(res: dict, scope: str = "model", phase: str | None = None) -> dict:
         steps = res["phases"]["decode"]["steps"] if phase == "decode" else 1
         name = phase if scope == "model" else f"{phase}.{scope}"
         chips = [c["sections"][name] for c in res["chips"]]
+    if scope == "blocks" and res.get("partition") == "pipeline":
+        chips = [in_turn(chips)]
     latency_ms = max(c["cycles"] for c in chips) / f * 1e3 / steps
     energy_mj = sum(c["energy_mj"] for c in chips) / steps
     cats = chips[0]["energy_mj_by_category"].keys()
@@ -54,6 +57,14 @@ def figures(res: dict, scope: str = "model", phase: str | None = None) -> dict:
             "offchip_memory_energy_mj": l3_mj,
             "latency_ms_by_category": {k: v / f * 1e3 / steps for k, v in slow["cycles_by_category"].items()},
             "energy_mj_by_category": {k: sum(c["energy_mj_by_category"][k] for c in chips) / steps for k in cats}}
+
+
+def in_turn(chips: list) -> dict:
+    """The counters of chips that work one after the other, as one: every counter summed."""
+    out = {k: sum(c[k] for c in chips) for k in ("cycles", "energy_mj", "offchip_bytes")}
+    for k in ("cycles_by_category", "energy_mj_by_category"):
+        out[k] = {cat: sum(c[k][cat] for c in chips) for cat in chips[0][k]}
+    return out
 
 
 def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
@@ -75,6 +86,7 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
         "mode": "decode" if decode else "encode",
         "chips": len(chips),
         "placement": res["placement"],
+        "partition": res.get("partition", "tensor"),
         "allreduce": spec.allreduce,
         "topology": spec.topology.name,
         "topology_group_sizes": list(spec.topology.group_sizes),
@@ -109,7 +121,7 @@ def build(res: dict, spec, accuracy: dict | None, wall_s: float) -> dict:
         "offchip_bytes": int(sum(c["offchip_bytes"] for c in chips)),
         "link_bytes": int(sum(c["link_bytes"] for c in chips)),
         "per_chip": [{k: v for k, v in c.items() if k != "host_peak_rss_bytes"} | {"busy_share": _busy(c)}
-                     for c in chips],
+                     | {"layers": c.get("layers", [0, cfg.n_layers])} for c in chips],
         "load_balance": load_balance(chips),
         "host_wall_time_s": round(wall_s, 3),
         "host_wall_time_per_step_s": round(res["host_step_s"], 4),
@@ -142,6 +154,11 @@ def load_balance(chips: list) -> dict:
 def summary(rep: dict) -> str:
     lines = [f"mcu_emul: {rep['model']} {rep['mode']} on {rep['chips']} chip(s); placement {rep['placement']}; "
              f"all-reduce {rep['allreduce']} (groups {rep['topology_group_sizes']}), payload {rep['payload']}"]
+    if rep.get("partition") == "pipeline":
+        layers = " ".join(f"{c['layers'][0]}-{c['layers'][1] - 1}" for c in rep["per_chip"])
+        lines[0] = (f"mcu_emul: {rep['model']} {rep['mode']} on {rep['chips']} chip(s); placement {rep['placement']}; "
+                    f"partition pipeline: layers by chip {layers}, activations chip to chip "
+                    f"(groups {rep['topology_group_sizes']}), no all-reduce")
     if rep["mode"] == "decode":
         lines.append(f"  prompt ids {rep['input_ids'][:1]}..., generated {len(rep['token_ids'])} tokens: "
                      f"{' '.join(map(str, rep['token_ids'][:16]))}{' ...' if len(rep['token_ids']) > 16 else ''}")

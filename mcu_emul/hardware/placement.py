@@ -14,20 +14,24 @@ from ..errors import CapacityError
 from ..models.layout import Spec, totals
 from .memory import Arena, fmt_bytes
 from ..models.partition import plan
+from ..models.stages import max_chips, stage_specs, stages
 
 
 @functools.lru_cache(maxsize=64)
 def chip_specs(cfg: ModelConfig, n_chips: int, run_len: int,
-               speeds: tuple | None = None) -> tuple[tuple[Spec, ...], ...]:
+               speeds: tuple | None = None, partition: str = "tensor") -> tuple[tuple[Spec, ...], ...]:
     """Buffers of every chip (pure function of shapes; speeds: partition.plan's). Every chip of
     an in-process run asks for all of them (N^2 specs at N chips): computed once, and
     immutable (tuples of frozen Specs)."""
     mod = llama if isinstance(cfg, LlamaConfig) else mobilebert
+    if partition == "pipeline":                  # whole layers per chip (models/stages.py)
+        return tuple(tuple(stage_specs(cfg, st, run_len)) for st in stages(cfg, n_chips))
     return tuple(tuple(mod.specs(cfg, sl, run_len)) for sl in plan(cfg, n_chips, speeds))
 
 
-def footprint(cfg: ModelConfig, n_chips: int, run_len: int, speeds: tuple | None = None) -> list[dict]:
-    return [totals(s) for s in chip_specs(cfg, n_chips, run_len, speeds)]
+def footprint(cfg: ModelConfig, n_chips: int, run_len: int, speeds: tuple | None = None,
+              partition: str = "tensor") -> list[dict]:
+    return [totals(s) for s in chip_specs(cfg, n_chips, run_len, speeds, partition)]
 
 
 def _placement_order(specs: list[Spec]) -> list[Spec]:
@@ -72,28 +76,31 @@ def fits_stationary(specs: list[Spec], chip) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _unfit_chips(cfg: ModelConfig, n_chips: int, run_len: int, mems, speeds: tuple | None = None) -> tuple:
+def _unfit_chips(cfg: ModelConfig, n_chips: int, run_len: int, mems, speeds: tuple | None = None,
+                 partition: str = "tensor") -> tuple:
     """The chips whose shard does not fit their memories (mems: one MemorySpec for all, or one per chip)."""
     each = mems if isinstance(mems, tuple) else (mems,) * n_chips
-    return tuple(r for r, s in enumerate(chip_specs(cfg, n_chips, run_len, speeds)) if not fits_stationary(s, each[r]))
+    return tuple(r for r, s in enumerate(chip_specs(cfg, n_chips, run_len, speeds, partition))
+                 if not fits_stationary(s, each[r]))
 
 
-def min_chips_fitting(cfg: ModelConfig, run_len: int, chip: ChipSpec) -> int | None:
-    for n in range(1, cfg.max_chips + 1):
-        if not _unfit_chips(cfg, n, run_len, chip.memory):
+def min_chips_fitting(cfg: ModelConfig, run_len: int, chip: ChipSpec, partition: str = "tensor") -> int | None:
+    for n in range(1, max_chips(cfg, partition) + 1):
+        if not _unfit_chips(cfg, n, run_len, chip.memory, None, partition):
             return n
     return None
 
 
-def choose_placement(cfg, n_chips, run_len, chip, placement, speeds: tuple | None = None) -> str:
+def choose_placement(cfg, n_chips, run_len, chip, placement, speeds: tuple | None = None,
+                     partition: str = "tensor") -> str:
     """'stationary' or 'stream' for the whole run (same decision on every rank). chip: the
     ChipSpec of every chip, or a sequence of one per chip (a mixed cluster)."""
     chips = (chip,) * n_chips if isinstance(chip, ChipSpec) else tuple(chip)
     mems = tuple(c.memory for c in chips)
-    bad = _unfit_chips(cfg, n_chips, run_len, mems[0] if len(set(mems)) == 1 else mems, speeds)
+    bad = _unfit_chips(cfg, n_chips, run_len, mems[0] if len(set(mems)) == 1 else mems, speeds, partition)
     if not bad:
         return "stationary"
-    fps = footprint(cfg, n_chips, run_len, speeds)
+    fps = footprint(cfg, n_chips, run_len, speeds, partition)
     if placement == "stationary":
         worst = max(bad, key=lambda r: sum(fps[r].values()))
         mine = chips[worst]
@@ -101,9 +108,9 @@ def choose_placement(cfg, n_chips, run_len, chip, placement, speeds: tuple | Non
         need = sum(fps[worst].values())
         parts = ", ".join(f"{k} {v:,}" for k, v in fps[worst].items())
         if len(set(mems)) == 1 and speeds is None:
-            best = min_chips_fitting(cfg, run_len, mine)
+            best = min_chips_fitting(cfg, run_len, mine, partition)
             hint = (f"the smallest chip count that fits is {best}" if best else
-                    f"no chip count up to {cfg.max_chips} fits")
+                    f"no chip count up to {max_chips(cfg, partition)} fits")
         else:
             hint = "give it more memory" + (" or use --split balanced" if speeds is not None else "")
         over = (f"{need - capacity:,} B over its on-chip capacity of {capacity:,} B" if need > capacity else
@@ -116,10 +123,10 @@ def choose_placement(cfg, n_chips, run_len, chip, placement, speeds: tuple | Non
 
 
 def place_shard(wf, cfg, size, rank, run_len, chip: ChipSpec, placement, dry: bool = False,
-                speeds: tuple | None = None):
+                speeds: tuple | None = None, partition: str = "tensor"):
     """Read this chip's slices (hyperslabs) into its arena; weights that do not fit stay off chip
     (stream placement). Returns specs, arena, tensors and where each weight lives."""
-    specs = chip_specs(cfg, size, run_len, speeds)[rank]
+    specs = chip_specs(cfg, size, run_len, speeds, partition)[rank]
     arena = Arena(chip.memory.l2_bytes, chip.memory.weight_mem_bytes, f"chip {rank}")
     tensors, where = {}, {}
     for s, buf, places in _pack(specs, arena, stream=placement != "stationary"):

@@ -3,7 +3,8 @@
 Chip c owns KV heads [h0, h1) (query heads rep*h0 .. rep*h1), FFN units [f0, f1) and vocab rows
 [v0, v1). Per block it produces int32 partial sums of W_o att and W_2 a; `sync.sum` adds them
 over chips (the block's two synchronizations). Int32 partial sums make any chip count
-bit-identical to one chip: requantization happens only after the sum.
+bit-identical to one chip: requantization happens only after the sum. A pipeline stage
+(pipeline.py) owns every head and unit of a range of layers, and the embedding or not.
 
 Numerics per token (scales from calibration, s_res one int16 scale for the residual stream):
   x int16 (dim) -> RMSNorm -> int8 -> Q/K/V int32 -> requant int8 -> RoPE (Q14) -> int8 KV cache
@@ -24,8 +25,11 @@ from ..numerics.quant import ScaleMap, scale_for
 LOG2E = 1.4426950408889634
 
 
-def specs(cfg: LlamaConfig, sl: ChipSlice, kv_len: int) -> list[Spec]:
-    """Every buffer chip `sl` holds, in placement priority order (embedding last)."""
+def specs(cfg: LlamaConfig, sl: ChipSlice, kv_len: int, layers: tuple | None = None,
+          embedding: bool = True) -> list[Spec]:
+    """Every buffer chip `sl` holds, in placement priority order (embedding last): slices of
+    the blocks `layers` (default all) and, with `embedding`, the final norm and classifier."""
+    l0, l1 = layers or (0, cfg.n_layers)
     D, hd, V = cfg.dim, cfg.head_dim, cfg.vocab_size
     rep = cfg.n_heads // cfg.n_kv_heads
     h0, h1 = sl.heads
@@ -33,18 +37,20 @@ def specs(cfg: LlamaConfig, sl: ChipSlice, kv_len: int) -> list[Spec]:
     kv_rows = (h0 * hd, h1 * hd)
     f = sl.ffn
     nq, nkv, nf, nv = q_rows[1] - q_rows[0], kv_rows[1] - kv_rows[0], f[1] - f[0], sl.vocab[1] - sl.vocab[0]
-    out = [Spec("kv_cache", "kv_cache", (2, cfg.n_layers, kv_len, nkv), "int8"),
+    out = [Spec("kv_cache", "kv_cache", (2, l1 - l0, kv_len, nkv), "int8"),
            # x, xn, partial sums, q/k/v, scores + probs, att, g/u/a + acc, logits + acc
            Spec("activations", "activations",
                 (2 * D + D + 4 * D + nq + 2 * nkv + 6 * (nq // hd) * kv_len + nq + 4 * nf + 4 * nf
                  + 6 * nv,), "uint8")]
-    for l in range(cfg.n_layers):
+    for l in range(l0, l1):
         p = f"layers.{l}."
         out += [vector(p + "attn_norm", D), vector(p + "ffn_norm", D)]
         out += matrix(p + "wq", (D, D), rows=q_rows) + matrix(p + "wk", (cfg.n_kv_heads * hd, D), rows=kv_rows)
         out += matrix(p + "wv", (cfg.n_kv_heads * hd, D), rows=kv_rows) + matrix(p + "wo", (D, D), cols=q_rows)
         out += matrix(p + "w1", (cfg.ffn_hidden, D), rows=f) + matrix(p + "w3", (cfg.ffn_hidden, D), rows=f)
         out += matrix(p + "w2", (D, cfg.ffn_hidden), cols=f)
+    if not embedding:
+        return out
     out += [vector("final_norm", D)] + matrix("tok_embedding", (V, D), rows=sl.vocab)
     if not cfg.tie_embeddings:
         out += matrix("lm_head", (V, D), rows=sl.vocab)
@@ -66,8 +72,11 @@ class LlamaChip:
     """One chip's integer decoder. t: key -> array (from specs); sync: .sum / .max collectives."""
 
     def __init__(self, cfg: LlamaConfig, sl: ChipSlice, t: dict, amax: dict, sync, meter,
-                 kv_len: int, payload: str = "int32"):
+                 kv_len: int, payload: str = "int32", layers: tuple | None = None, embedding: bool = True):
+        """layers: the blocks this chip runs (default all); embedding: it holds the embedding,
+        final norm and classifier (a pipeline stage may hold neither)."""
         self.cfg, self.sl, self.sync, self.meter, self.payload = cfg, sl, sync, meter, payload
+        self.l0, self.l1 = layers or (0, cfg.n_layers)
         # the meter's kernels: the real ones, or shape-only stand-ins in a dry run
         self.K, self.Rq = meter.K, meter.Rq
         Rq = self.Rq
@@ -81,15 +90,15 @@ class LlamaChip:
         # weights that share an input are computed in one product (host side; each is charged
         # on its own): Q, K, V of a block, and its W1, W3
         self.stacks = {}
-        for l in range(cfg.n_layers):
+        for l in range(self.l0, self.l1):
             p = f"layers.{l}."
             for name, parts in (("qkv", ("wq", "wk", "wv")), ("w13", ("w1", "w3"))):
                 keys = tuple(p + k for k in parts)
                 self.stacks[p + name] = (keys, self.K.stack([self.w[k] for k in keys]))
-        self.kv = t["kv_cache"]                                       # int8 (2, L, T, nkv*hd)
+        self.kv = t["kv_cache"]                                       # int8 (2, l1 - l0, T, nkv*hd)
         self.cos, self.sin = K.rope_tables(hd, kv_len, cfg.rope_theta)
         self.layers = []
-        for l in range(cfg.n_layers):
+        for l in range(self.l0, self.l1):
             p = f"layers.{l}."
             sq, sk, sv, sa = S[f"{l}.q"], S[f"{l}.k"], S[f"{l}.v"], S[f"{l}.att"]
             sxa, sxf = S[f"{l}.xn_att"], S[f"{l}.xn_ffn"]
@@ -114,6 +123,8 @@ class LlamaChip:
                 L |= dict(rq_o=Rq(sa * t[p + "wo.scale"].astype(np.float64) / so), rq_o2=Rq(so / s_res),
                           rq_d=Rq(sa2 * t[p + "w2.scale"].astype(np.float64) / sd), rq_d2=Rq(sd / s_res))
             self.layers.append(L)
+        if not embedding:
+            return
         self.g_final = K.rmsnorm_gain(t["final_norm"], S["xn_final"])
         se = t["tok_embedding.scale"].astype(np.float64)
         self.rq_emb = se / s_res                                     # per-row real multipliers
@@ -154,6 +165,13 @@ class LlamaChip:
 
     def forward(self, ids: list, pos0: int, fail=lambda phase: None) -> np.ndarray:
         """Tokens `ids` at positions pos0.. in one pass; int16 logits (v1 - v0,) of the last one."""
+        x = self.embed(ids, fail)
+        with self.meter.section("blocks"):
+            x = self.blocks(x, pos0, fail)
+        return self.head(x)
+
+    def embed(self, ids: list, fail=lambda phase: None) -> np.ndarray:
+        """The residual stream of tokens `ids`: int16 (P, dim)."""
         cfg = self.cfg
         v0, v1 = self.sl.vocab
         P = len(ids)
@@ -164,13 +182,20 @@ class LlamaChip:
             if v0 <= token < v1:
                 x[i] = self.Rq(self.rq_emb[token - v0])(self.emb[token - v0], 16)
         fail("embed")
-        x = self.K.sat16(self.sync.sum(x, "embed"))
-        with self.meter.section("blocks"):
-            for l, L in enumerate(self.layers):
-                with self.meter.span(f"layer {l}"):
-                    x = self._layer(l, L, x, pos0, fail)
+        return self.K.sat16(self.sync.sum(x, "embed"))
+
+    def blocks(self, x: np.ndarray, pos0: int, fail=lambda phase: None) -> np.ndarray:
+        """This chip's blocks (layers l0 .. l1 - 1) over x: int16 (P, dim) at positions pos0.."""
+        for l, L in zip(range(self.l0, self.l1), self.layers):
+            with self.meter.span(f"layer {l}"):
+                x = self._layer(l, L, x, pos0, fail)
+        return x
+
+    def head(self, x: np.ndarray) -> np.ndarray:
+        """Final norm and classifier of the last row of x: int16 logits (v1 - v0,)."""
+        v0, v1 = self.sl.vocab
         # only the last position's logits are needed to go on (the next token)
-        self.meter.elementwise(cfg.dim + 2 * (v1 - v0), "final norm + logits")
+        self.meter.elementwise(self.cfg.dim + 2 * (v1 - v0), "final norm + logits")
         h = self.K.rmsnorm_i(x[-1], self.g_final, self.eps_int)
         return self.rq_logit(self._mm(h, self.cls), 16)              # int16 (v1 - v0,)
 
@@ -189,9 +214,10 @@ class LlamaChip:
         cos, sin = self.cos[pos0:T, None, :], self.sin[pos0:T, None, :]
         qk = self.K.rope_i(qkv[:, :(nq + nkv) * hd].reshape(P, nq + nkv, hd), cos, sin)   # Q and K heads at once
         q, k = qk[:, :nq], qk[:, nq:]
-        self.kv[0, l, pos0:T], self.kv[1, l, pos0:T] = k.reshape(P, -1), v
-        kc = self.kv[0, l, :T].reshape(T, nkv, hd).transpose(1, 2, 0)[:, None]   # (nkv, 1, hd, T)
-        vc = self.kv[1, l, :T].reshape(T, nkv, hd).transpose(1, 0, 2)[:, None]   # (nkv, 1, T, hd)
+        c = l - self.l0                                               # this chip's cache of layer l
+        self.kv[0, c, pos0:T], self.kv[1, c, pos0:T] = k.reshape(P, -1), v
+        kc = self.kv[0, c, :T].reshape(T, nkv, hd).transpose(1, 2, 0)[:, None]   # (nkv, 1, hd, T)
+        vc = self.kv[1, c, :T].reshape(T, nkv, hd).transpose(1, 0, 2)[:, None]   # (nkv, 1, T, hd)
         # causal: row i sees keys 0..pos0+i, (row, key) pairs computed: P*pos0 + P(P+1)/2
         pairs = P * pos0 + P * (P + 1) // 2
         self.meter.attention(nq, P, T, hd, pairs)

@@ -7,7 +7,8 @@ every stacked FFN and vocab rows [v0, v1). Synchronizations (int32 partial-sum a
   the hidden stream split by columns, travel as one buffer; (2) attention output; (3..) one per
   stacked FFN. The output bottleneck produces this chip's own hidden columns: no sync.
   So 2 + n_ffn = 6 per block for mobilebert-uncased, 145 per inference with the embedding.
-Residual streams (hidden and bottleneck) are int16; every matmul input is int8.
+Residual streams (hidden and bottleneck) are int16; every matmul input is int8. A pipeline
+stage (pipeline.py) owns every column, head and unit of a range of layers, and the embeddings or not.
 """
 from __future__ import annotations
 
@@ -22,7 +23,11 @@ from ..numerics.quant import ScaleMap, scale_for
 LOG2E = 1.4426950408889634
 
 
-def specs(cfg: MobileBertConfig, sl: ChipSlice, seq_len: int) -> list[Spec]:
+def specs(cfg: MobileBertConfig, sl: ChipSlice, seq_len: int, layers: tuple | None = None,
+          embedding: bool = True) -> list[Spec]:
+    """Every buffer chip `sl` holds: slices of the blocks `layers` (default all) and, with
+    `embedding`, of the embeddings."""
+    l0, l1 = layers or (0, cfg.n_layers)
     H, B, I, E = cfg.hidden, cfg.bottleneck, cfg.intermediate, cfg.embedding_size
     hd = cfg.head_dim
     xs, hc, fi = sl.hidden, (sl.heads[0] * hd, sl.heads[1] * hd), sl.ffn
@@ -33,7 +38,7 @@ def specs(cfg: MobileBertConfig, sl: ChipSlice, seq_len: int) -> list[Spec]:
     # all-reduce buffer; scores, probabilities and matmul accumulators are tiled through L1.
     act = (S * nx * 3 + S * B * 2 * 2 + S * B * 2 + S * nh * 3 + S * ni + S * 3 * B * 4)
     out = [Spec("activations", "activations", (act,), "uint8")]
-    for l in range(cfg.n_layers):
+    for l in range(l0, l1):
         p = f"layers.{l}."
         out += matrix(p + "bn_in.w", (B, H), cols=xs) + matrix(p + "bn_att.w", (B, H), cols=xs)
         out += matrix(p + "v.w", (B, H), cols=xs)
@@ -50,6 +55,8 @@ def specs(cfg: MobileBertConfig, sl: ChipSlice, seq_len: int) -> list[Spec]:
             out += [vector(fp + n, B) for n in ("out.b", "norm.w", "norm.b")]
         out += matrix(p + "out_bn.w", (H, B), rows=xs)
         out += [vector(p + n, H, rows=xs) for n in ("out_bn.b", "out_norm.w", "out_norm.b")]
+    if not embedding:
+        return out
     out += matrix("emb_transform.w", (H, 3 * E), rows=xs) + [vector("emb_transform.b", H, rows=xs)]
     out += [vector("emb_norm.w", H, rows=xs), vector("emb_norm.b", H, rows=xs)]
     out += matrix("pos_emb", (cfg.max_positions, H), rows=(0, S), cols=xs)
@@ -80,8 +87,12 @@ def input_fetches(cfg: MobileBertConfig, sl: ChipSlice, inputs) -> dict:
 class MobileBertChip:
     """One chip's integer encoder. t: key -> array (from specs); sync: .sum collective."""
 
-    def __init__(self, cfg: MobileBertConfig, sl: ChipSlice, t: dict, amax: dict, sync, meter):
+    def __init__(self, cfg: MobileBertConfig, sl: ChipSlice, t: dict, amax: dict, sync, meter,
+                 layers: tuple | None = None, embedding: bool = True):
+        """layers: the blocks this chip runs (default all); embedding: it holds the embeddings
+        (a pipeline stage may not)."""
         self.cfg, self.sl, self.sync, self.meter, self.t = cfg, sl, sync, meter, t
+        self.l0, self.l1 = layers or (0, cfg.n_layers)
         # the meter's kernels: the real ones, or shape-only stand-ins in a dry run
         self.K, self.Rq = meter.K, meter.Rq
         Rq = self.Rq
@@ -92,16 +103,17 @@ class MobileBertChip:
         self.w = {k: self.K.QWeight(v) for k, v in t.items() if v.dtype == np.int8 and v.ndim == 2
                   and k not in ("word_emb", "pos_emb", "type_emb")}
         sc = lambda n: _f64(t[n + ".scale"])          # noqa: E731
-        self.rq_word = sc("word_emb") / s_tri
-        nw, nb = _f64(t["emb_norm.w"]), _f64(t["emb_norm.b"])
-        self.emb = dict(bq=np.rint(_f64(t["emb_transform.b"]) / (s_tri * sc("emb_transform.w"))).astype(np.int64),
-                        rq=Rq(s_tri * sc("emb_transform.w") * nw / s_x),
-                        rq_pos=Rq(sc("pos_emb")[:, None] * nw[None, :] / s_x),
-                        rq_type=Rq(sc("type_emb")[:, None] * nw[None, :] / s_x),
-                        nb=np.rint(nb / s_x).astype(np.int64))
+        if embedding:
+            self.rq_word = sc("word_emb") / s_tri
+            nw, nb = _f64(t["emb_norm.w"]), _f64(t["emb_norm.b"])
+            self.emb = dict(bq=np.rint(_f64(t["emb_transform.b"]) / (s_tri * sc("emb_transform.w"))).astype(np.int64),
+                            rq=Rq(s_tri * sc("emb_transform.w") * nw / s_x),
+                            rq_pos=Rq(sc("pos_emb")[:, None] * nw[None, :] / s_x),
+                            rq_type=Rq(sc("type_emb")[:, None] * nw[None, :] / s_x),
+                            nb=np.rint(nb / s_x).astype(np.int64))
         hd = cfg.head_dim
         self.layers = []
-        for l in range(cfg.n_layers):
+        for l in range(self.l0, self.l1):
             p = f"layers.{l}."
             g = lambda n: _f64(t[p + n])              # noqa: E731
             s = lambda n: S8[f"{l}.{n}"]              # noqa: E731
@@ -143,7 +155,13 @@ class MobileBertChip:
 
     def encode(self, ids: np.ndarray, types: np.ndarray, fail=lambda phase: None) -> np.ndarray:
         """ids, types: int (S,) -> this chip's hidden columns, int16 (S, x1 - x0)."""
-        cfg, t, hd = self.cfg, self.t, self.cfg.head_dim
+        x = self.embed(ids, types, fail)
+        with self.meter.section("blocks"):
+            return self.blocks(x, fail)
+
+    def embed(self, ids: np.ndarray, types: np.ndarray, fail=lambda phase: None) -> np.ndarray:
+        """ids, types: int (S,) -> the embedded hidden stream, this chip's columns: int16 (S, x1 - x0)."""
+        cfg, t = self.cfg, self.t
         S = len(ids)
         v0, v1 = self.sl.vocab
         # embedding: trigram of word-embedding rows, rows from the chips that own them
@@ -158,19 +176,22 @@ class MobileBertChip:
         z = np.zeros((1, e.shape[1]), np.int8)
         tri = np.concatenate([np.concatenate([e[1:], z]), e, np.concatenate([z, e[:-1]])], axis=1)
         E = self.emb
-        nx, nh = self.sl.hidden[1] - self.sl.hidden[0], (self.sl.heads[1] - self.sl.heads[0]) * hd
-        ni = self.sl.ffn[1] - self.sl.ffn[0]
+        nx = self.sl.hidden[1] - self.sl.hidden[0]
         self.meter.rows("pos_emb", t["pos_emb"][:S].nbytes)
         self.meter.elementwise(S * (3 * cfg.embedding_size + 2 * nx))   # trigram, NoNorm
         x = (E["rq"](self._mm(tri, "emb_transform.w") + E["bq"], 32).astype(np.int64)
              + E["rq_pos"].take(slice(0, S))(t["pos_emb"][:S], 32)
              + E["rq_type"].take(types)(t["type_emb"][types], 32) + E["nb"])
-        x = self.K.sat16(x)                                                # int16 (S, nx)
-        h0, h1 = self.sl.heads
-        with self.meter.section("blocks"):
-            for l, L in enumerate(self.layers):
-                with self.meter.span(f"layer {l}"):
-                    x = self._layer(l, L, x, S, nx, nh, ni, fail)
+        return self.K.sat16(x)                                             # int16 (S, nx)
+
+    def blocks(self, x: np.ndarray, fail=lambda phase: None) -> np.ndarray:
+        """This chip's blocks (layers l0 .. l1 - 1) over its columns x: int16 (S, x1 - x0)."""
+        S, hd = x.shape[0], self.cfg.head_dim
+        nx, nh = self.sl.hidden[1] - self.sl.hidden[0], (self.sl.heads[1] - self.sl.heads[0]) * hd
+        ni = self.sl.ffn[1] - self.sl.ffn[0]
+        for l, L in zip(range(self.l0, self.l1), self.layers):
+            with self.meter.span(f"layer {l}"):
+                x = self._layer(l, L, x, S, nx, nh, ni, fail)
         return x
 
     def _layer(self, l, L, x, S, nx, nh, ni, fail):
