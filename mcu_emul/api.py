@@ -77,6 +77,7 @@ class RunOptions:
     prefill: str | None = None      # decode: "parallel" (default: the prompt in one pass) or "token"
     progress: bool = False          # decode steps with an ETA on stderr (rank 0)
     partition: str = "tensor"       # "tensor" (heads/FFN split, the paper's) or "pipeline" (whole layers per chip)
+    hops: bool = False              # every message of the all-reduce algorithm moves (same results, slower)
 
     @classmethod
     def from_kwargs(cls, kw: dict) -> "RunOptions":
@@ -93,7 +94,7 @@ class RunOptions:
         for k, allowed in CHOICES.items():
             if getattr(o, k) not in allowed and not (k == "prefill" and o.prefill is None):
                 raise UserError(f"{k} must be one of {', '.join(allowed)}, got {getattr(o, k)!r}")
-        for k in ("dry_run", "check_float", "progress"):
+        for k in ("dry_run", "check_float", "progress", "hops"):
             if not isinstance(getattr(o, k), bool):
                 raise UserError(f"{k} must be True or False, got {getattr(o, k)!r}")
         for k in ("model", "weights", "prompt", "topology", "hw", "cluster", "preset", "json", "save_logits", "trace"):
@@ -179,7 +180,7 @@ def resolve(o: RunOptions, transport):
                    gen_tokens=gen_tokens, seq_len=seq_len, placement=o.placement, allreduce=o.allreduce,
                    topology=topo, payload=o.payload, fail_rank=o.fail_rank, fail_at=o.fail_at, dry_run=o.dry_run,
                    trace=bool(o.trace), progress=o.progress, prefill=o.prefill or "parallel", cluster=cluster,
-                   split=o.split, partition=o.partition)
+                   split=o.split, partition=o.partition, hops=o.hops)
     validate_inputs(cfg, spec)
     if o.partition == "tensor":
         plan(cfg, chips, spec.speeds(cfg, chips))         # a by-speed split that cannot be made: refused here

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .comm.collectives import Collectives
+from .comm.exchange import Exchange
 from .config import ChipSpec, LlamaConfig, ModelConfig, load_model
 from .errors import UserError
 from .files.weights import WeightsFile
@@ -87,6 +88,15 @@ def make_model(spec: RunSpec, sh: Shard, sync, meter):
         return _from_file(spec, lambda: llama.LlamaChip(cfg, sh.sl, sh.tensors, sh.amax, sync, meter, sh.run_len,
                                                         spec.payload))
     return _from_file(spec, lambda: mobilebert.MobileBertChip(cfg, sh.sl, sh.tensors, sh.amax, sync, meter))
+
+
+def collectives_of(spec: RunSpec, t, clock) -> Collectives:
+    """The chip's all-reduces: exact ones as one exchange each (comm/exchange.py), unless
+    spec.hops asks that every message of the algorithm move."""
+    topo = spec.topology
+    ex = None if spec.hops else Exchange(t, clock, spec.hws(t.size), topo, spec.ref_hz, spec.links, spec.allreduce,
+                                         topo.group_sizes, topo.top_algorithm)
+    return Collectives(t, spec.allreduce, topo.group_sizes, clock, topo.top_algorithm, ex)
 
 
 def drive(spec: RunSpec, sh: Shard, model, meter, fail=lambda phase: None, show: bool = False) -> dict:
@@ -188,7 +198,7 @@ def run_chip(spec: RunSpec, t) -> dict | None:
     if spec.trace:
         clock.trace = []
     meter = make_meter(spec, sh, clock)
-    sync = Collectives(t, spec.allreduce, spec.topology.group_sizes, clock, spec.topology.top_algorithm)
+    sync = collectives_of(spec, t, clock)
     model = make_model(spec, sh, sync, meter)
     # every chip loaded before the clock starts: in-process chips load one after the other, so
     # without it the first chip's host time per step would include the others' loading

@@ -38,6 +38,7 @@ class RunSpec:
     partition: str = "tensor"       # heads/FFN split over chips (the paper's), or "pipeline": whole layers
     cluster: Cluster | None = None  # each rank's own chip (None: every rank is `chip`)
     split: str = "balanced"         # equal shares, or "by-speed": in proportion to throughput
+    hops: bool = False              # every message of the all-reduce algorithm moves (else one exchange each)
 
     def hw_of(self, rank: int) -> ChipSpec:
         """The chip rank `rank` is."""

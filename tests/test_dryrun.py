@@ -77,7 +77,7 @@ CASES = {
 
 def spec_of(model, topo, kw, **more) -> RunSpec:
     t = load_topology(topo) if isinstance(topo, str) else dataclasses.replace(load_topology(), **topo)
-    return RunSpec(model=model, weights="", chip=load_chip(), topology=t, dry_run=True, **kw, **more)
+    return RunSpec(model=model, weights="", chip=load_chip(), topology=t, dry_run=True, hops=True, **kw, **more)
 
 
 def same(a: dict, b: dict, where=""):

@@ -20,7 +20,9 @@ from collections import deque
 import greenlet
 import numpy as np
 
-from .transport import Aborted, Transport
+from .transport import Aborted, Round, Transport
+
+GATHER = -1                # waits_on of a rank waiting at an exchange (Transport.allgather) for the others
 
 
 class Deadlock(RuntimeError):
@@ -39,6 +41,7 @@ class Fabric:
         self.waits_on = [None] * size          # rank -> the source it waits for (None: runnable)
         self.done = [False] * size
         self.scheduler = None                  # the greenlet of run_virtual (None: one rank, no waits)
+        self.round, self.arrived = None, 0     # the exchange being gathered, how many ranks are in it
 
     def queue(self, source: int, dest: int) -> deque:
         box = self.inbox[dest]
@@ -64,8 +67,9 @@ class Fabric:
         """No rank can run but some wait: every waiting rank is released (Aborted) and the
         run raises Deadlock, naming the waits."""
         waiting = [(r, s) for r, s in enumerate(self.waits_on) if s is not None and not self.done[r]]
-        self.error = Deadlock("in-process chips deadlocked: " +
-                              ", ".join(f"rank {r} waits for rank {s}" for r, s in waiting))
+        self.error = Deadlock("in-process chips deadlocked: " + ", ".join(
+            f"rank {r} waits for " + ("the others at an all-reduce" if s == GATHER else f"rank {s}")
+            for r, s in waiting))
         self.aborted = True
 
 
@@ -96,6 +100,24 @@ class ThreadTransport(Transport):
             raise RuntimeError(f"rank {self.rank}: message from {source} is {a.dtype}{a.shape}, "
                                f"expected {np.dtype(dtype)}{tuple(shape)}")
         return a, stamp
+
+    def allgather(self, head, buf):
+        """Every rank's (head, buf), by rank, handed over by reference (no copies, no
+        messages): each rank adds its own and waits until the last one has; all share one Round."""
+        f = self.fabric
+        if f.round is None:
+            f.round, f.arrived = Round([None] * self.size), 0
+        rnd = f.round
+        rnd[self.rank] = (head, buf)
+        f.arrived += 1
+        if f.arrived < self.size:
+            f.wait_for(self.rank, GATHER)
+        else:                                   # the last one in: everyone goes on
+            f.round = None
+            for r, s in enumerate(f.waits_on):
+                if s == GATHER:
+                    f.waits_on[r] = None
+        return rnd
 
 
 def run_virtual(size: int, fn):
