@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from checkpoints import hf_llama_folder, safetensors_bytes
+import forked_cli
 from conftest import cleanup_mpich, env, mpiexec_path
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -529,11 +530,15 @@ def _fill(args, p):
     return [a.format(**p) if "{" in a else a for a in args]
 
 
+def _env(cwd, extra_env=None) -> dict:
+    return env() | {"MCU_EMUL_CACHE": str(Path(cwd) / "cache")} | (extra_env or {})
+
+
 def _run(args, cwd, n=None, extra_env=None, timeout=120):
     cmd = [sys.executable, "-m", "mcu_emul", *args]
     if n is not None:
         cmd = [mpiexec_path(), "-n", str(n), *cmd]
-    e = env() | {"MCU_EMUL_CACHE": str(Path(cwd) / "cache")} | (extra_env or {})
+    e = _env(cwd, extra_env)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, cwd=cwd, stdin=subprocess.DEVNULL)
 
 
@@ -547,19 +552,24 @@ def _digest(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def results(bad, tmp_path_factory):
-    """Every case, run two at a time (each its own process and working folder)."""
+    """Every case, run two at a time, each in its own process (forked from a server that
+    imported mcu_emul once: tests/forked_cli.py) and working folder."""
     before = _digest(Path(bad["dir"]))
     cwd = tmp_path_factory.mktemp("cwd")
+    pool = forked_cli.Pool(2)
 
     def one(case):
         cid, args, _ = case
         c = cwd / cid
         c.mkdir()
         t0 = time.monotonic()
-        p = _run(_fill(args, bad), c)
+        p = pool.run(_fill(args, bad), c, _env(c), 120)
         return cid, p, time.monotonic() - t0
-    with concurrent.futures.ThreadPoolExecutor(2) as ex:
-        out = {cid: (p, dt) for cid, p, dt in ex.map(one, CASES)}
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as ex:
+            out = {cid: (p, dt) for cid, p, dt in ex.map(one, CASES)}
+    finally:
+        pool.close()
     return out, before, _digest(Path(bad["dir"]))
 
 

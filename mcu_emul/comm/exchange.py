@@ -40,8 +40,9 @@ class Exchange:
         clock, n = self.clock, self.t.size
         head = np.zeros(1 + self.ports, np.int64)          # [now, link free cycle per port]
         head[0] = clock.now
-        for port, free in clock.link_free.items():
-            head[1 + port] = free
+        if clock.link_free:
+            lf = clock.link_free
+            head[1:][list(lf)] = list(lf.values())
         rnd = self.t.allgather(head, buf)
         shared = rnd.shared
         out = shared.get("out")
@@ -101,10 +102,12 @@ def _arrivals(bound, heads) -> tuple:
     on the clocks relative to the earliest, and on link free times later than their chip's
     clock: remembered by those."""
     ops, n_msg, token = bound
-    base = min(int(h[0]) for h in heads)
-    now = [int(h[0]) - base for h in heads]
-    busy = tuple((r, p, int(f) - base) for r, h in enumerate(heads) for p, f in enumerate(h[1:].tolist())
-                 if f > h[0])
+    h = np.stack(heads) if len(heads) > 1 else heads[0][None]   # int64 (ranks, 1 + ports)
+    base = int(h[:, 0].min())
+    h -= base
+    now = h[:, 0].tolist()
+    r, p = np.nonzero(h[:, 1:] > h[:, :1])                    # ports busy past their chip's clock
+    busy = tuple(zip(r.tolist(), p.tolist(), h[r, 1 + p].tolist())) if len(r) else ()
     key = (token, tuple(now), busy)
     rel = _MEMO.get(key)
     if rel is None:

@@ -62,7 +62,7 @@ def _mb(nbytes) -> str:
 
 
 def _peak_rss(rep: dict) -> str:
-    return _mb(max(rep["host_peak_rss_bytes"])) + " per rank"
+    return "peak RSS " + _mb(max(rep["host_peak_rss_bytes"])) + " per rank"
 
 
 class _Numerics:
@@ -160,22 +160,24 @@ def bench(model: str, tokens: int, chips: int = 8, scaled: bool = False, dry: bo
     spec = RunSpec(model=cfg.name, cfg=cfg, weights=path, chip=load_chip(), topology=load_topology(),
                    prompt_ids=[1], gen_tokens=n)
     args = ["--model", model, "--prompt-ids", "1", "--gen-tokens", str(n)]
-    ti, tf, one, many, launched = [], [], [], [], []
+    ti, tf, one, many, launched, hops = [], [], [], [], [], []
     for _ in range(ROUNDS):                  # rounds of every row, so that all see the same machine
         i, f = num.times()
         ti.append(i), tf.append(f)
         one.append(_in_process(spec, 1))
         many.append(_in_process(spec, chips))
         launched.append(_launched(args, chips))
+        hops.append(_launched(args + ["--hops"], chips)[0]["host_wall_time_per_step_s"])
     mpi, mpi_wall = launched[-1]
     f = statistics.median(tf)
     rows = [("float32 reference", tf, None), ("int8 path alone", ti, None), ("run, 1 chip (metered)", one, None),
             (f"run --chips {chips}", many, None),
-            (f"mpiexec -n {chips} run", [r["host_wall_time_per_step_s"] for r, _ in launched], _peak_rss(mpi))]
-    print(f"  {'':28s}{'ms/token':>10s}{'x float32':>11s}")
+            (f"mpiexec -n {chips} run", [r["host_wall_time_per_step_s"] for r, _ in launched], _peak_rss(mpi)),
+            (f"mpiexec -n {chips} run --hops", hops, "(every message moved)")]
+    print(f"  {'':32s}{'ms/token':>10s}{'x float32':>11s}")
     for name, ts, extra in rows:
         m = statistics.median(ts)
-        print(f"  {name:28s}{m * 1e3:10.2f}{m / f:11.2f}" + (f"   peak RSS {extra}" if extra else ""))
+        print(f"  {name:32s}{m * 1e3:10.2f}{m / f:11.2f}" + (f"   {extra}" if extra else ""))
     med = {name: statistics.median(ts) for name, ts, _ in rows}
     print(f"  ratio int8/float {med['int8 path alone'] / f:8.2f}  (target <= 2)")
     print(f"  metered 1 chip / int8 path {med['run, 1 chip (metered)'] / med['int8 path alone']:5.2f}  (target <= 1.2)")
@@ -205,4 +207,4 @@ def _scaled():
         again, again_wall = _launched(args, SCALED_CHIPS)
     print(f"  {SCALED} on {SCALED_CHIPS} ranks: {again['host_wall_time_per_step_s']:.2f} s/token (cached run, "
           f"target <= 5), first run on a fresh cache {first_wall:.1f} s in all (target <= 60), cached run "
-          f"{again_wall:.1f} s in all; peak RSS {_peak_rss(again)}", flush=True)
+          f"{again_wall:.1f} s in all; {_peak_rss(again)}", flush=True)
