@@ -91,10 +91,10 @@ def make_model(spec: RunSpec, sh: Shard, sync, meter):
 
 
 def collectives_of(spec: RunSpec, t, clock) -> Collectives:
-    """The chip's all-reduces: exact ones as one exchange each (comm/exchange.py), unless
-    spec.hops asks that every message of the algorithm move."""
+    """The chip's all-reduces: exact ones as one exchange each (comm/exchange.py) where the
+    transport gains by it (in-process chips), unless spec.hops asks that every message move."""
     topo = spec.topology
-    ex = None if spec.hops else Exchange(t, clock, spec.hws(t.size), topo, spec.ref_hz, spec.links, spec.allreduce,
+    ex = None if spec.hops or not t.exchange_pays else Exchange(t, clock, spec.hws(t.size), topo, spec.ref_hz, spec.links, spec.allreduce,
                                          topo.group_sizes, topo.top_algorithm)
     return Collectives(t, spec.allreduce, topo.group_sizes, clock, topo.top_algorithm, ex)
 

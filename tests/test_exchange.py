@@ -1,7 +1,8 @@
 """Exact all-reduces as one exchange (comm/exchange.py) equal moving every message of the
 algorithm (--hops): outputs, tokens, every per-chip counter and section, message counts and
 trace events, over every algorithm, uneven splits, busy links, mixed clusters, both payloads
-(int8's saturating sums keep their messages) and MobileBERT; in-process and under mpiexec."""
+(int8's saturating sums keep their messages) and MobileBERT; in-process chips against MPI ranks
+(which move every message), and the exchange over MPI in tests/mpi_allreduce_check.py."""
 import dataclasses
 import json
 
@@ -77,14 +78,14 @@ def test_a_rank_missing_from_an_exchange_is_a_deadlock_not_a_hang():
 
 
 @pytest.mark.mpiexec
-def test_under_mpiexec_the_exchange_equals_every_message(tiny_weights, tmp_path):
-    """4 ranks: one MPI_Iallgather per exact all-reduce, against --hops and in-process chips."""
+def test_in_process_exchange_equals_mpi_ranks_moving_every_message(tiny_weights, tmp_path):
+    """4 MPI ranks (which move every message: Transport.exchange_pays) against in-process chips."""
     w = tiny_weights["tinyllama-tiny"]
     reps = {}
-    for name, extra, n in (("mpi", [], 4), ("mpi-hops", ["--hops"], 4), ("in-process", ["--chips", "4"], None)):
+    for name, extra, n in (("mpi", [], 4), ("in-process", ["--chips", "4"], None)):
         out = tmp_path / f"{name}.json"
         p = run_cli(["run", "--weights", w, "--gen-tokens", "4", "--allreduce", "ring", "--json", out, "--quiet",
                      *extra], n=n)
         assert p.returncode == 0, p.stderr
         reps[name] = results(json.loads(out.read_text()))
-    assert reps["mpi"] == reps["mpi-hops"] == reps["in-process"]
+    assert reps["mpi"] == reps["in-process"]

@@ -78,6 +78,8 @@ class ThreadTransport(Transport):
     run_virtual (one rank, e.g. bench) it needs no scheduler: a receive from an empty queue is
     then an error, not a wait."""
 
+    exchange_pays = True
+
     def __init__(self, fabric: Fabric, rank: int):
         super().__init__()
         self.fabric, self.rank, self.size = fabric, rank, fabric.size

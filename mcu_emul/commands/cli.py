@@ -99,8 +99,9 @@ def parser() -> argparse.ArgumentParser:
                    help="how the model is split: heads and FFN slices of every layer (tensor, default: the paper's) "
                         "or whole layers per chip, activations passed chip to chip (pipeline)")
     r.add_argument("--hops", action="store_true",
-                   help="move every message of the all-reduce algorithm between the chips (the reference path: "
-                        "same outputs and counters, slower; by default each exact all-reduce is one exchange)")
+                   help="in-process chips move every message of the all-reduce algorithm (the reference path: "
+                        "same outputs and counters, slower; by default each exact all-reduce is one exchange; "
+                        "MPI ranks always move every message)")
     r.add_argument("--preset", default=DEFAULT_PRESET,
                    help=f"fitted parameter values from data/presets (default {DEFAULT_PRESET}; 'none' for the raw files)")
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
